@@ -1,5 +1,187 @@
 //! hookgate: a hardened webhook receiver gateway.
+//!
+//! # Architecture
+//!
+//! Data flows one way through one module per stage:
+//!
+//! ```text
+//! ingress ──UnverifiedRequest──▶ verify ──Verified──▶ guard ──NewEvent──▶ store
+//!                                                                          │ (durable: flush + fsync,
+//!                                                                          │  then the 2xx is sent)
+//!                                                                          ▼
+//!                                                          dispatch ──▶ internal apps
+//! ```
+//!
+//! - [`ingress`]: axum on `server.listen`; bounds body, time, concurrency and
+//!   per-IP rate; reads the raw body; maps every outcome to HTTP once.
+//! - [`verify`]: one file per provider scheme; the only way to a [`verify::Verified`].
+//! - [`guard`]: freshness (both directions), event id and replay markers,
+//!   entity key; builds the [`store::NewEvent`].
+//! - [`store`]: sled, group-committed and fsynced. **Durability happens here**:
+//!   `Store::append` returns only when the event is on disk.
+//! - [`admin`]: health, readiness, operator API.
+//! - [`config`] validates everything before a port is bound; [`clock`] injects
+//!   wall time; [`secret`] keeps secrets out of logs.
+//!
+//! [`Gateway::open`] loads state (store, recovery) and [`Gateway::serve`] runs
+//! the listeners until a [`CancellationToken`] fires; `main.rs` only wires
+//! these together, and tests call the same functions on `127.0.0.1:0`.
+
+pub mod admin;
+pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod field;
+pub mod guard;
+pub mod ingress;
 pub mod secret;
+pub mod store;
 pub mod verify;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::{Store, StoreOptions};
+
+/// Shared state of the running gateway: a small `Clone` struct of cheap handles.
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The durable queue.
+    pub store: Store,
+    /// Wall clock (fixed in tests).
+    pub clock: Clock,
+    /// Cancelled when shutdown starts: ingress refuses new work from then on.
+    pub shutdown: CancellationToken,
+    /// Set once startup recovery is done.
+    ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Ready = recovered, store healthy, not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && self.store.is_healthy() && !self.shutdown.is_cancelled()
+    }
+}
+
+/// The bound sockets the gateway serves on; bound by the caller so tests can
+/// use ephemeral ports and `main` can fail before binding on bad config.
+pub struct Listeners {
+    /// Public ingress.
+    pub ingress: TcpListener,
+    /// Operator listener.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both listeners from the config's addresses.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            ingress: TcpListener::bind(config.server.listen).await?,
+            admin: TcpListener::bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// A gateway whose state is loaded and recovered, ready to serve.
+pub struct Gateway {
+    state: AppState,
+}
+
+/// How long in-flight requests get to finish after shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+impl Gateway {
+    /// Opens the store and recovers. Fails before any port is bound.
+    pub fn open(config: Config, clock: Clock) -> anyhow::Result<Gateway> {
+        let store = Store::open(StoreOptions {
+            path: config.storage.path.clone(),
+            dedupe_window: config.storage.dedupe_window,
+            max_queue_bytes: config.storage.max_queue_bytes,
+        })
+        .map_err(|e| anyhow::anyhow!("storage.path {}: {e}", config.storage.path.display()))?;
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            clock,
+            shutdown: CancellationToken::new(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Gateway { state })
+    }
+
+    /// The shared state (tests inspect the store through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled (or the store is poisoned), then
+    /// drains: not ready → stop accepting → finish in-flight requests (bounded
+    /// by [`SHUTDOWN_GRACE`]) → final flush.
+    pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = self.state;
+        let poisoned = state.store.poisoned();
+        let ingress_addr = listeners.ingress.local_addr()?;
+        let admin_addr = listeners.admin.local_addr()?;
+        tracing::info!(%ingress_addr, %admin_addr, "hookgate listening");
+
+        let stop = state.shutdown.clone();
+        let ingress = axum::serve(
+            listeners.ingress,
+            ingress::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let admin = axum::serve(listeners.admin, admin::router(state.clone()))
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let ingress_task = tokio::spawn(async move { ingress.await });
+        let admin_task = tokio::spawn(async move { admin.await });
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        state.ready.store(true, Ordering::SeqCst);
+
+        let reason = tokio::select! {
+            _ = shutdown.cancelled() => "signal",
+            _ = poisoned.cancelled() => "store poisoned",
+        };
+        tracing::info!(reason, "shutting down");
+        stop.cancel();
+        housekeeping.abort();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            let _ = ingress_task.await;
+            let _ = admin_task.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+        }
+        let flushed = state.store.close().await;
+        if poisoned.is_cancelled() {
+            anyhow::bail!("store poisoned: exiting so a supervisor can restart hookgate");
+        }
+        flushed.map_err(|e| anyhow::anyhow!("final flush failed: {e}"))?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Periodic upkeep that is not on any request path: expiring dedupe markers.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let store = state.store.clone();
+        let now = state.clock.now_ms();
+        match tokio::task::spawn_blocking(move || store.sweep_dedupe(now)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "expired dedupe markers"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "dedupe sweep failed"),
+            _ => {}
+        }
+    }
+}

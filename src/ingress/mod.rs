@@ -1,0 +1,184 @@
+//! Stage 1: ingress. The public HTTP listener providers POST to.
+//!
+//! Invariants:
+//! - Cheap refusals come first: shutdown, per-IP rate, unknown source and an
+//!   oversize `Content-Length` are answered before the body is read.
+//! - The body is read into memory once, bounded by `server.max_body`, and
+//!   handed on as raw [`Bytes`]: nothing parses it before the signature is
+//!   checked over those exact bytes.
+//! - Every request holds a slot of a global concurrency cap and runs under
+//!   `server.request_timeout`, so slow clients cannot pile up unbounded work.
+//! - A 200 `accepted` is sent only after the store says the event is durable.
+
+mod response;
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http_body_util::LengthLimitError;
+use tokio::sync::Semaphore;
+
+pub use response::IngressError;
+
+use crate::config::Rate;
+use crate::guard;
+use crate::store::Appended;
+use crate::verify::UnverifiedRequest;
+use crate::AppState;
+
+/// Builds the public router: `POST /hooks/{source}`, anything else 404.
+pub fn router(state: AppState) -> Router {
+    let limits = Arc::new(Limits::new(&state));
+    Router::new()
+        .route("/hooks/{source}", post(receive))
+        .fallback(|| async { IngressError::UnknownSource("(no route)".into()).into_response() })
+        .layer(middleware::from_fn_with_state(limits.clone(), cap_and_deadline))
+        .layer(middleware::from_fn_with_state(limits, limit_per_ip))
+        .with_state(state)
+}
+
+/// Admission limits shared by every request.
+pub struct Limits {
+    per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    slots: Semaphore,
+    timeout: Duration,
+    max_body: usize,
+}
+
+impl Limits {
+    fn new(state: &AppState) -> Limits {
+        let server = &state.config.server;
+        Limits {
+            per_ip: server.per_ip_rate.map(|r| RateLimiter::keyed(quota(r))),
+            slots: Semaphore::new(server.max_concurrency),
+            timeout: server.request_timeout,
+            max_body: server.max_body,
+        }
+    }
+}
+
+/// GCRA quota: `count` per period, with a burst of `count`.
+fn quota(rate: Rate) -> Quota {
+    let per_request = rate.interval().max(Duration::from_nanos(1));
+    Quota::with_period(per_request)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(rate.count)
+}
+
+/// 429 + `Retry-After` above `server.per_ip_rate` for the peer address.
+async fn limit_per_ip(
+    State(limits): State<Arc<Limits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(limiter) = &limits.per_ip {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(ip) = peer {
+            if let Err(not_until) = limiter.check_key(&ip) {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                return IngressError::RateLimited(wait).into_response();
+            }
+            if limiter.len() > 100_000 {
+                limiter.retain_recent();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Global concurrency cap, body-size precheck and the request deadline.
+async fn cap_and_deadline(
+    State(limits): State<Arc<Limits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return IngressError::PayloadTooLarge(limits.max_body).into_response();
+    }
+    let work = async {
+        let Ok(_slot) = limits.slots.acquire().await else {
+            return IngressError::Unavailable("shutting down").into_response();
+        };
+        next.run(request).await
+    };
+    match tokio::time::timeout(limits.timeout, work).await {
+        Ok(response) => response,
+        Err(_) => IngressError::Unavailable("request timed out").into_response(),
+    }
+}
+
+/// `POST /hooks/{source}`: verify, guard, store durably, answer.
+async fn receive(
+    State(state): State<AppState>,
+    Path(source_name): Path<String>,
+    request: Request,
+) -> Result<Response, IngressError> {
+    if state.shutdown.is_cancelled() {
+        return Err(IngressError::Unavailable("shutting down"));
+    }
+    let source = state
+        .config
+        .sources
+        .get(&source_name)
+        .cloned()
+        .ok_or(IngressError::UnknownSource(source_name))?;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, state.config.server.max_body).await?;
+    let unverified = UnverifiedRequest {
+        headers: parts.headers,
+        body,
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+    };
+    let verified = source.verifier.verify(&unverified)?;
+    let event = guard::admit(
+        &source,
+        &unverified.headers,
+        unverified.body,
+        &verified,
+        &state.clock,
+    )?;
+    let appended = state
+        .store
+        .append(event, state.clock.now_ms())
+        .await
+        .map_err(|e| IngressError::from_store(&e))?;
+    Ok(match appended {
+        Appended::Accepted(seq) => response::ok("accepted", seq.to_event_id()),
+        Appended::Duplicate(seq) => response::ok("duplicate", seq.to_event_id()),
+    })
+}
+
+/// Reads the whole body, refusing more than `max` bytes.
+async fn read_body(body: Body, max: usize) -> Result<bytes::Bytes, IngressError> {
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.downcast_ref::<LengthLimitError>().is_some() {
+            IngressError::PayloadTooLarge(max)
+        } else {
+            IngressError::BadRequest("could not read the request body".into())
+        }
+    })
+}

@@ -1,0 +1,100 @@
+//! Key layout of the store's tree, in one place. See the table in the
+//! store's module doc.
+
+use super::{DedupeKey, Seq, StoreError};
+
+/// Prefix of event records.
+pub const EVENT: u8 = b'e';
+/// Prefix of dedupe markers.
+pub const DEDUPE: u8 = b'd';
+/// Prefix of pending deliveries.
+pub const PENDING: u8 = b'p';
+/// Key of the persisted next sequence.
+pub const META_NEXT_SEQ: &[u8] = b"mnext_seq";
+/// Value of a pending entry that has not been attempted yet.
+pub const NEW_PENDING: &[u8] = b"{}";
+
+/// `e` + seq (BE).
+pub fn event(seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = EVENT;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Reads the sequence out of an event key.
+pub fn seq_from_event_key(key: &[u8]) -> Result<Seq, StoreError> {
+    match key.split_first() {
+        Some((&EVENT, rest)) => be_u64(rest).map(Seq),
+        _ => Err(StoreError::Corrupt("event key".into())),
+    }
+}
+
+/// `d` + source + `\0` + kind + value.
+pub fn dedupe(source: &str, key: &DedupeKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + source.len() + 40);
+    k.push(DEDUPE);
+    k.extend_from_slice(source.as_bytes());
+    k.push(0);
+    match key {
+        DedupeKey::EventId(id) => {
+            k.push(b'i');
+            k.extend_from_slice(id.as_bytes());
+        }
+        DedupeKey::Replay(digest) => {
+            k.push(b'r');
+            k.extend_from_slice(digest);
+        }
+    }
+    k
+}
+
+/// `p` + destination + `\0` + seq (BE): one destination's queue in order.
+pub fn pending(destination: &str, seq: u64) -> Vec<u8> {
+    let mut k = pending_prefix(destination);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `p` + destination + `\0`.
+pub fn pending_prefix(destination: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(destination.len() + 10);
+    k.push(PENDING);
+    k.extend_from_slice(destination.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Reads the sequence off the end of a pending key.
+pub fn seq_from_pending_key(key: &[u8]) -> Result<Seq, StoreError> {
+    if key.len() < 9 {
+        return Err(StoreError::Corrupt("pending key".into()));
+    }
+    be_u64(&key[key.len() - 8..]).map(Seq)
+}
+
+/// Marker value: seq and receive time, both BE.
+pub fn encode_marker(seq: u64, at_ms: i64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&seq.to_be_bytes());
+    v[8..].copy_from_slice(&at_ms.to_be_bytes());
+    v
+}
+
+/// Inverse of [`encode_marker`].
+pub fn decode_marker(v: &[u8]) -> Result<(u64, i64), StoreError> {
+    if v.len() != 16 {
+        return Err(StoreError::Corrupt("dedupe marker".into()));
+    }
+    let seq = be_u64(&v[..8])?;
+    let at = be_u64(&v[8..])? as i64;
+    Ok((seq, at))
+}
+
+/// Big-endian u64 from exactly 8 bytes.
+pub fn be_u64(b: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("expected 8 bytes".into()))?;
+    Ok(u64::from_be_bytes(arr))
+}
