@@ -1,0 +1,178 @@
+//! Stripe: `Stripe-Signature: t=<unix s>,v1=<hex>[,v1=<hex>…][,v0=<hex>]`.
+//!
+//! Byte-exact rule (PROVIDERS.md §2.1): HMAC-SHA256 keyed with the UTF-8
+//! bytes of the *whole* endpoint secret, `whsec_` prefix included (no base64),
+//! over `{t}.{raw body}` with `t` exactly as the digits in the header;
+//! lowercase hex in each `v1=`. Only `v1` is checked (never `v0`); during a
+//! secret roll Stripe sends one `v1` per active secret, so any `v1` matching
+//! any configured secret passes.
+
+use super::header::{self, MAX_SIGNATURES};
+use super::mac::{self, Algorithm, Key};
+use super::{headers_only, SignedRequest, UnverifiedRequest, Verified, VerifyError};
+use crate::secret::Secret;
+
+/// The signature header, lowercase as `HeaderMap` stores it.
+const HEADER: &str = "stripe-signature";
+
+/// Stripe's scheme with its key bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Stripe {
+    keys: Vec<Key>,
+}
+
+impl Stripe {
+    /// Keys are the secrets' UTF-8 bytes; Stripe never base64-decodes.
+    pub(crate) fn new(secrets: &[Secret]) -> Stripe {
+        Stripe {
+            keys: secrets.iter().map(Key::utf8).collect(),
+        }
+    }
+
+    /// Checks `Stripe-Signature` against every configured secret.
+    pub(crate) fn verify(&self, req: &UnverifiedRequest) -> Result<Verified, VerifyError> {
+        let value = header::text(&req.headers, HEADER)?;
+        let list = header::timestamped_list(value, ',', "t", "v1", HEADER)?;
+        let signed_at_ms = header::seconds_to_ms(list.timestamp, HEADER)?;
+        let candidates: Vec<Vec<u8>> = list
+            .signatures
+            .iter()
+            .take(MAX_SIGNATURES)
+            .filter_map(|s| mac::decode_hex(s))
+            .collect();
+        let parts: [&[u8]; 3] = [list.timestamp.as_bytes(), b".", &req.body];
+        let matched = mac::find_match(Algorithm::Sha256, &self.keys, &parts, &candidates)
+            .ok_or(VerifyError::Mismatch)?;
+        Ok(Verified {
+            signed_at_ms: Some(signed_at_ms),
+            replay_token: mac::replay_token(&matched, Some(list.timestamp)),
+        })
+    }
+
+    /// `Stripe-Signature: t=<now s>,v1=<hex>` with the first secret.
+    pub(crate) fn sign(&self, body: &[u8], now_ms: i64) -> SignedRequest {
+        let t = now_ms.div_euclid(1000).to_string();
+        let sig = self
+            .keys
+            .first()
+            .and_then(|k| Algorithm::Sha256.mac(k.bytes(), &[t.as_bytes(), b".", body]))
+            .map(|m| mac::encode_hex(&m))
+            .unwrap_or_default();
+        headers_only(vec![("Stripe-Signature", format!("t={t},v1={sig}"))])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    const SECRET: &str = "whsec_test_secret";
+    const BODY: &[u8] = br#"{"id":"evt_test","object":"event"}"#;
+    const SIG: &str = "8042376f6ca064adbe037642a718227dfd59047137eb49497a54c49eb0cfb724";
+    const HEADER_VALUE: &str =
+        "t=1700000000,v1=8042376f6ca064adbe037642a718227dfd59047137eb49497a54c49eb0cfb724";
+
+    fn vector() -> super::super::UnverifiedRequest {
+        req(&[("Stripe-Signature", HEADER_VALUE)], BODY)
+    }
+
+    #[test]
+    fn self_generated_vector_verifies_in_ms() {
+        let v = verifier("stripe", &[SECRET]);
+        let ok = v.verify(&vector()).unwrap();
+        assert_eq!(ok.signed_at_ms, Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn tampered_body_and_wrong_secret_mismatch() {
+        let v = verifier("stripe", &[SECRET]);
+        let r = with_body(&vector(), br#"{"id":"evt_test","object":"evenT"}"#);
+        assert_eq!(v.verify(&r), Err(VerifyError::Mismatch));
+        let wrong = verifier("stripe", &["whsec_other"]);
+        assert_eq!(wrong.verify(&vector()), Err(VerifyError::Mismatch));
+        let t_changed = with_header(&vector(), HEADER, &format!("t=1700000001,v1={SIG}"));
+        assert_eq!(v.verify(&t_changed), Err(VerifyError::Mismatch));
+    }
+
+    #[test]
+    fn missing_header() {
+        let v = verifier("stripe", &[SECRET]);
+        assert_eq!(
+            v.verify(&without(&vector(), HEADER)),
+            Err(VerifyError::MissingHeader("stripe-signature".into()))
+        );
+    }
+
+    #[test]
+    fn rotation_and_decoys() {
+        let v = verifier("stripe", &["whsec_old", SECRET]);
+        assert!(v.verify(&vector()).is_ok());
+        let decoy = format!("t=1700000000,v1={},v1={SIG}", "00".repeat(32));
+        assert!(v.verify(&with_header(&vector(), HEADER, &decoy)).is_ok());
+        let spaced = format!("t=1700000000, v1=zz, v1={SIG}");
+        assert!(v.verify(&with_header(&vector(), HEADER, &spaced)).is_ok());
+    }
+
+    #[test]
+    fn never_downgrades_to_v0_or_accepts_unknown_schemes() {
+        let v = verifier("stripe", &[SECRET]);
+        for value in [
+            format!("t=1700000000,v0={SIG}"),
+            format!("t=1700000000,v2={SIG}"),
+            format!("t=1700000000,V1={SIG}"),
+        ] {
+            assert_eq!(
+                v.verify(&with_header(&vector(), HEADER, &value)),
+                Err(VerifyError::Mismatch)
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let v = verifier("stripe", &[SECRET]);
+        assert_garbage_refused(&v, &vector(), HEADER);
+        let bad_t = with_header(&vector(), HEADER, &format!("t=abc,v1={SIG}"));
+        assert_eq!(v.verify(&bad_t), Err(VerifyError::Malformed(HEADER.into())));
+        let no_eq = with_header(&vector(), HEADER, &format!("t=1700000000,{SIG}"));
+        assert_eq!(v.verify(&no_eq), Err(VerifyError::Malformed(HEADER.into())));
+        let two_t = with_header(&vector(), HEADER, &format!("t=1,t=1700000000,v1={SIG}"));
+        assert_eq!(v.verify(&two_t), Err(VerifyError::Malformed(HEADER.into())));
+    }
+
+    #[test]
+    fn more_than_32_signatures_are_ignored() {
+        let v = verifier("stripe", &[SECRET]);
+        let decoys = ",v1=00".repeat(40);
+        let value = format!("t=1700000000{decoys},v1={SIG}");
+        assert_eq!(
+            v.verify(&with_header(&vector(), HEADER, &value)),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn sign_round_trips_and_tokens_are_stable() {
+        let v = verifier("stripe", &[SECRET, "whsec_second"]);
+        let signed = v.sign(BODY, "application/json", 1_700_000_000_000, "evt_test");
+        assert_eq!(signed.headers[0].1, HEADER_VALUE);
+        let a = v.verify(&from_signed(&signed, &[], BODY)).unwrap();
+        let b = v.verify(&vector()).unwrap();
+        assert_eq!(a, b, "same capture, same token");
+        let upper = with_header(
+            &vector(),
+            HEADER,
+            &HEADER_VALUE
+                .to_uppercase()
+                .replace("T=", "t=")
+                .replace("V1=", "v1="),
+        );
+        assert_eq!(v.verify(&upper).unwrap().replay_token, b.replay_token);
+        let later = v.sign(BODY, "application/json", 1_700_000_001_999, "evt_test");
+        let c = v.verify(&from_signed(&later, &[], BODY)).unwrap();
+        assert_eq!(c.signed_at_ms, Some(1_700_000_001_000));
+        assert_ne!(c.replay_token, b.replay_token, "new delivery, new token");
+    }
+}
