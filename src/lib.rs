@@ -19,6 +19,8 @@
 //!   entity key; builds the [`store::NewEvent`].
 //! - [`store`]: sled, group-committed and fsynced. **Durability happens here**:
 //!   `Store::append` returns only when the event is on disk.
+//! - [`dispatch`]: one worker per destination: pacing, per-entity lanes,
+//!   retries, dead letters; state kept in the store.
 //! - [`admin`]: health, readiness, operator API.
 //! - [`config`] validates everything before a port is bound; [`clock`] injects
 //!   wall time; [`secret`] keeps secrets out of logs.
@@ -31,6 +33,7 @@ pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dispatch;
 pub mod field;
 pub mod guard;
 pub mod ingress;
@@ -68,7 +71,9 @@ pub struct AppState {
 impl AppState {
     /// Ready = recovered, store healthy, not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.store.is_healthy() && !self.shutdown.is_cancelled()
+        self.ready.load(Ordering::SeqCst)
+            && self.store.is_healthy()
+            && !self.shutdown.is_cancelled()
     }
 }
 
@@ -126,7 +131,11 @@ impl Gateway {
     /// Serves until `shutdown` is cancelled (or the store is poisoned), then
     /// drains: not ready → stop accepting → finish in-flight requests (bounded
     /// by [`SHUTDOWN_GRACE`]) → final flush.
-    pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let state = self.state;
         let poisoned = state.store.poisoned();
         let ingress_addr = listeners.ingress.local_addr()?;
@@ -144,6 +153,9 @@ impl Gateway {
         let ingress_task = tokio::spawn(async move { ingress.await });
         let admin_task = tokio::spawn(async move { admin.await });
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let dispatch_stop = CancellationToken::new();
+        let dispatcher =
+            dispatch::Dispatcher::start(&state.config, &state.store, &state.clock, &dispatch_stop)?;
         state.ready.store(true, Ordering::SeqCst);
 
         let reason = tokio::select! {
@@ -161,6 +173,8 @@ impl Gateway {
         if drained.is_err() {
             tracing::warn!("in-flight requests did not finish within the grace period");
         }
+        dispatch_stop.cancel();
+        dispatcher.join().await;
         let flushed = state.store.close().await;
         if poisoned.is_cancelled() {
             anyhow::bail!("store poisoned: exiting so a supervisor can restart hookgate");

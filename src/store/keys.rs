@@ -9,10 +9,14 @@ pub const EVENT: u8 = b'e';
 pub const DEDUPE: u8 = b'd';
 /// Prefix of pending deliveries.
 pub const PENDING: u8 = b'p';
+/// Prefix of delivery attempt records.
+pub const ATTEMPT: u8 = b'a';
+/// Prefix of delivered markers.
+pub const DELIVERED: u8 = b'o';
+/// Prefix of dead letters.
+pub const DEAD: u8 = b'x';
 /// Key of the persisted next sequence.
 pub const META_NEXT_SEQ: &[u8] = b"mnext_seq";
-/// Value of a pending entry that has not been attempted yet.
-pub const NEW_PENDING: &[u8] = b"{}";
 
 /// `e` + seq (BE).
 pub fn event(seq: u64) -> [u8; 9] {

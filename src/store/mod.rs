@@ -45,6 +45,7 @@
 //! This module is the narrow interface a distributed engine could stand behind
 //! later: append (with dedupe), read from a cursor, and delivery-state records.
 
+pub mod delivery;
 pub mod keys;
 pub mod record;
 
@@ -58,6 +59,7 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+pub use delivery::{AttemptRecord, DeadLetter, PendingState, Transition};
 pub use record::EventMeta;
 
 /// Name of the sled tree holding everything.
@@ -260,7 +262,8 @@ impl Store {
             .iter()
             .map(|k| keys::dedupe(&source, k))
             .collect();
-        let window_ms = i64::try_from(self.inner.options.dedupe_window.as_millis()).unwrap_or(i64::MAX);
+        let window_ms =
+            i64::try_from(self.inner.options.dedupe_window.as_millis()).unwrap_or(i64::MAX);
         let outcome = {
             let mut state = self.inner.write.lock().map_err(|_| StoreError::Poisoned)?;
             let mut duplicate_of = None;
@@ -284,10 +287,18 @@ impl Store {
                     for key in &marker_keys {
                         batch.insert(key.clone(), marker.to_vec());
                     }
+                    let pending = serde_json::to_vec(&PendingState {
+                        entity: event.meta.entity.clone(),
+                        ..PendingState::default()
+                    })
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                     for dest in &event.meta.destinations {
-                        batch.insert(keys::pending(dest, seq), keys::NEW_PENDING.to_vec());
+                        batch.insert(keys::pending(dest, seq), pending.clone());
                     }
-                    batch.insert(keys::META_NEXT_SEQ.to_vec(), (seq + 1).to_be_bytes().to_vec());
+                    batch.insert(
+                        keys::META_NEXT_SEQ.to_vec(),
+                        (seq + 1).to_be_bytes().to_vec(),
+                    );
                     if let Err(e) = self.inner.tree.apply_batch(batch) {
                         self.poison(&e.to_string());
                         return Err(e.into());
@@ -316,6 +327,12 @@ impl Store {
         } else {
             Ok(())
         }
+    }
+
+    /// Asks the flusher to persist recent writes without waiting for it.
+    pub fn request_flush(&self) {
+        self.inner.written_generation.fetch_add(1, Ordering::SeqCst);
+        self.inner.flush_needed.notify_one();
     }
 
     /// Requests a flush of whatever was written so far and waits for it.
@@ -352,7 +369,11 @@ impl Store {
 
     /// Durable events with a sequence greater than `after`, in order, at most
     /// `limit`. Never returns an event a crash could still take back.
-    pub fn read_after(&self, after: Option<Seq>, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    pub fn read_after(
+        &self,
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let durable = self.durable_seq();
         let start = after.map_or(0, |s| s.0.saturating_add(1));
         let mut out = Vec::new();
@@ -442,7 +463,8 @@ impl Store {
     /// Deletes dedupe markers older than the window, in bounded batches.
     /// Returns how many were removed.
     pub fn sweep_dedupe(&self, now_ms: i64) -> Result<usize, StoreError> {
-        let window_ms = i64::try_from(self.inner.options.dedupe_window.as_millis()).unwrap_or(i64::MAX);
+        let window_ms =
+            i64::try_from(self.inner.options.dedupe_window.as_millis()).unwrap_or(i64::MAX);
         let mut removed = 0;
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;

@@ -95,7 +95,12 @@ mod tests {
 
     #[test]
     fn round_trips_any_body_bytes() {
-        for body in [&b""[..], b"{}", &[0xff, 0x00, 0xfe][..], &vec![7u8; 100_000]] {
+        for body in [
+            &b""[..],
+            b"{}",
+            &[0xff, 0x00, 0xfe][..],
+            &vec![7u8; 100_000],
+        ] {
             let enc = encode(&meta(), body).unwrap();
             let (m, b) = decode(&enc).unwrap();
             assert_eq!(m, meta());

@@ -1,0 +1,339 @@
+//! One destination's delivery loop: pages pending deliveries from the store,
+//! keeps per-entity lanes, and sends at the destination's pace.
+//!
+//! Scheduling rules (the ordering guarantee lives here):
+//! - The window holds a contiguous run of the destination's pending
+//!   deliveries, loaded in sequence order and bounded by [`WINDOW`]; a
+//!   later page only ever holds higher sequences, so a lane's order is the
+//!   sequence order.
+//! - A lane (same source + entity key) has at most one delivery in flight,
+//!   and only its head is ever scheduled. Events without an entity key have a
+//!   lane of their own each, so they flow in parallel.
+//! - A retry waits in a timer set; its lane waits with it; other lanes go on.
+//! - In flight ≤ `concurrency`; each request first takes a pacer permit.
+//! - The loop is woken by the store (new durable events), by completions, by
+//!   the next retry deadline, or by cancellation; it never polls on a fixed
+//!   sleep.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::outbound::Outbound;
+use super::pacer::Pacer;
+use super::retry::{decide, AttemptResult, Decision};
+use crate::clock::Clock;
+use crate::config::{DeadLetterPolicy, DestinationConfig};
+use crate::store::{AttemptRecord, DeadLetter, PendingState, Seq, Store, StoreError, Transition};
+
+/// Most pending deliveries held in memory per destination.
+pub const WINDOW: usize = 4096;
+
+/// How long in-flight deliveries get to finish at shutdown.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+struct Slot {
+    state: PendingState,
+    lane: Option<String>,
+}
+
+/// What an attempt task reports back.
+struct Finished {
+    seq: Seq,
+    attempt: u32,
+    started_ms: i64,
+    result: AttemptResult,
+    took: Duration,
+}
+
+/// The per-destination loop's state.
+pub struct Worker {
+    dest: Arc<DestinationConfig>,
+    store: Store,
+    clock: Clock,
+    outbound: Outbound,
+    pacer: Option<Arc<Pacer>>,
+    window: BTreeMap<Seq, Slot>,
+    lanes: HashMap<String, VecDeque<Seq>>,
+    ready: BTreeSet<Seq>,
+    timers: BTreeSet<(i64, Seq)>,
+    cursor: Option<Seq>,
+    in_flight: JoinSet<Finished>,
+}
+
+impl Worker {
+    /// Prepares the worker (HTTP client, pacer thread).
+    pub fn new(dest: Arc<DestinationConfig>, store: Store, clock: Clock) -> anyhow::Result<Worker> {
+        let outbound = Outbound::new(&dest)?;
+        let pacer = match dest.rate {
+            Some(rate) => Some(Arc::new(Pacer::start(&dest.name, rate, dest.burst)?)),
+            None => None,
+        };
+        Ok(Worker {
+            dest,
+            store,
+            clock,
+            outbound,
+            pacer,
+            window: BTreeMap::new(),
+            lanes: HashMap::new(),
+            ready: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            cursor: None,
+            in_flight: JoinSet::new(),
+        })
+    }
+
+    /// Runs until `cancel`, then lets in-flight deliveries finish within
+    /// [`DRAIN_GRACE`]; whatever does not finish stays pending in the store.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), StoreError> {
+        let mut durable = self.store.watch_durable();
+        loop {
+            if self.window.len() < WINDOW / 2 {
+                self.load()?;
+            }
+            self.promote_due();
+            self.start_ready();
+            let next_timer = self.timers.first().map(|(at, _)| *at);
+            let sleep = next_timer.map(|at| {
+                Duration::from_millis(u64::try_from(at - self.clock.now_ms()).unwrap_or(0))
+            });
+            tokio::select! {
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    if let Ok(done) = done {
+                        self.finish(done)?;
+                    }
+                }
+                _ = tokio::time::sleep(sleep.unwrap_or(Duration::ZERO)), if sleep.is_some() => {}
+                changed = durable.changed() => {
+                    if changed.is_err() || durable.borrow().poisoned {
+                        break;
+                    }
+                }
+                _ = cancel.cancelled() => break,
+            }
+        }
+        let drain = async {
+            while let Some(done) = self.in_flight.join_next().await {
+                if let Ok(done) = done {
+                    self.finish(done)?;
+                }
+            }
+            Ok::<(), StoreError>(())
+        };
+        match tokio::time::timeout(DRAIN_GRACE, drain).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(destination = %self.dest.name, "deliveries still in flight at shutdown stay pending");
+                Ok(())
+            }
+        }
+    }
+
+    /// Loads the next page of pending deliveries into the window.
+    fn load(&mut self) -> Result<(), StoreError> {
+        let room = WINDOW - self.window.len();
+        let page = self
+            .store
+            .pending_after(&self.dest.name, self.cursor, room)?;
+        for (seq, state) in page {
+            self.cursor = Some(seq);
+            let lane = state.entity.clone();
+            let head = match &lane {
+                Some(key) => {
+                    let q = self.lanes.entry(key.clone()).or_default();
+                    q.push_back(seq);
+                    q.len() == 1
+                }
+                None => true,
+            };
+            self.window.insert(seq, Slot { state, lane });
+            if head {
+                self.schedule(seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a lane head where it belongs: ready, waiting for a timer, or
+    /// nowhere while its lane is blocked behind a dead letter.
+    fn schedule(&mut self, seq: Seq) {
+        let Some(slot) = self.window.get(&seq) else {
+            return;
+        };
+        if slot.state.blocked {
+            return;
+        }
+        if slot.state.next_at_ms <= self.clock.now_ms() {
+            self.ready.insert(seq);
+        } else {
+            self.timers.insert((slot.state.next_at_ms, seq));
+        }
+    }
+
+    fn promote_due(&mut self) {
+        let now = self.clock.now_ms();
+        while let Some(&(at, seq)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.ready.insert(seq);
+        }
+    }
+
+    /// Starts attempts, lowest sequence first, up to `concurrency` in flight.
+    fn start_ready(&mut self) {
+        while self.in_flight.len() < self.dest.concurrency.get() {
+            let Some(seq) = self.ready.pop_first() else {
+                break;
+            };
+            let Some(slot) = self.window.get(&seq) else {
+                continue;
+            };
+            let attempt = slot.state.attempts + 1;
+            let event = match self.store.get(seq) {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    // The event record is gone (should not happen: retention keeps
+                    // undelivered events). Drop the orphan entry so the lane moves.
+                    tracing::error!(destination = %self.dest.name, seq = seq.0, "pending delivery without its event; dropping it");
+                    self.finish_slot(seq);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(destination = %self.dest.name, seq = seq.0, error = %e, "cannot read event; will retry");
+                    self.timers.insert((self.clock.now_ms() + 1000, seq));
+                    continue;
+                }
+            };
+            let outbound = self.outbound.clone();
+            let pacer = self.pacer.clone();
+            let clock = self.clock.clone();
+            self.in_flight.spawn(async move {
+                if let Some(p) = &pacer {
+                    p.acquire().await;
+                }
+                let started_ms = clock.now_ms();
+                let (result, took) = outbound.send(&event, attempt, started_ms, false).await;
+                Finished {
+                    seq,
+                    attempt,
+                    started_ms,
+                    result,
+                    took,
+                }
+            });
+        }
+    }
+
+    /// Records an attempt's outcome and moves the lane on (or not).
+    fn finish(&mut self, done: Finished) -> Result<(), StoreError> {
+        let Some(slot) = self.window.get(&done.seq) else {
+            return Ok(());
+        };
+        let jitter: f64 = rand::rng().random();
+        let decision = decide(
+            &done.result,
+            done.attempt,
+            self.dest.max_attempts.get(),
+            self.dest.backoff,
+            jitter,
+        );
+        let (status, error) = match &done.result {
+            AttemptResult::Response { status, .. } => (Some(*status), None),
+            AttemptResult::Failed(e) => (None, Some(e.clone())),
+        };
+        let outcome = match decision {
+            Decision::Delivered => "delivered",
+            Decision::Retry(_) => "retry",
+            Decision::GiveUp => "dead_letter",
+        };
+        let record = AttemptRecord {
+            attempt: done.attempt,
+            at_ms: done.started_ms,
+            duration_ms: u64::try_from(done.took.as_millis()).unwrap_or(u64::MAX),
+            status,
+            error: error.clone(),
+            outcome: outcome.to_string(),
+        };
+        tracing::debug!(destination = %self.dest.name, seq = done.seq.0, attempt = done.attempt, ?status, outcome, "delivery attempt");
+        let now = self.clock.now_ms();
+        let mut state = slot.state.clone();
+        state.attempts = done.attempt;
+        let transition = match decision {
+            Decision::Delivered => Transition::Delivered,
+            Decision::Retry(after) => {
+                state.next_at_ms = now + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2);
+                Transition::Retry(state.clone())
+            }
+            Decision::GiveUp => {
+                let block = self.dest.on_dead_letter == DeadLetterPolicy::Block;
+                state.blocked = block;
+                let last_error = match (status, &error) {
+                    (Some(s), _) => format!("http status {s}"),
+                    (None, Some(e)) => e.clone(),
+                    (None, None) => "unknown".into(),
+                };
+                tracing::warn!(destination = %self.dest.name, seq = done.seq.0, attempts = done.attempt, last_error, block, "dead letter");
+                Transition::Dead {
+                    letter: DeadLetter {
+                        seq: done.seq.0,
+                        destination: self.dest.name.clone(),
+                        attempts: done.attempt,
+                        last_error,
+                        dead_at_ms: now,
+                        entity: state.entity.clone(),
+                    },
+                    block,
+                    pending: state.clone(),
+                }
+            }
+        };
+        self.store
+            .record_attempt(&self.dest.name, done.seq, &record, &transition, now)?;
+        match transition {
+            Transition::Delivered => self.finish_slot(done.seq),
+            Transition::Dead { block: false, .. } => self.finish_slot(done.seq),
+            Transition::Dead { block: true, .. } => {
+                if let Some(slot) = self.window.get_mut(&done.seq) {
+                    slot.state = state;
+                }
+            }
+            Transition::Retry(_) => {
+                if let Some(slot) = self.window.get_mut(&done.seq) {
+                    slot.state = state;
+                }
+                self.schedule(done.seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a finished delivery and schedules its lane's next event.
+    fn finish_slot(&mut self, seq: Seq) {
+        let Some(slot) = self.window.remove(&seq) else {
+            return;
+        };
+        let Some(key) = slot.lane else { return };
+        let next = match self.lanes.get_mut(&key) {
+            Some(q) => {
+                if q.front() == Some(&seq) {
+                    q.pop_front();
+                }
+                q.front().copied()
+            }
+            None => None,
+        };
+        match next {
+            Some(n) => self.schedule(n),
+            None => {
+                self.lanes.remove(&key);
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Delivery state: what dispatch records about each (event, destination).
+//!
+//! Lives in the store's tree so it follows the same durability rules; but a
+//! delivery-state write is not waited on: losing the last few of them in a
+//! crash only means an event is delivered again (at-least-once, the
+//! `webhook-id` lets the app dedupe), never that one is skipped. Each
+//! transition is one atomic batch, so an event is always in exactly one of
+//! pending, delivered or dead for a destination.
+//!
+//! | key | value |
+//! |---|---|
+//! | `p` dest `\0` seq | [`PendingState`] (JSON) |
+//! | `a` dest `\0` seq attempt (BE u32) | [`AttemptRecord`] (JSON) |
+//! | `o` dest `\0` seq | delivered at, unix ms (BE) |
+//! | `x` dest `\0` seq | [`DeadLetter`] (JSON) |
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::{self, be_u64};
+use super::{Seq, Store, StoreError};
+
+/// A pending delivery: where it stands between attempts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingState {
+    /// Entity key (copied from the event so lanes rebuild without reading bodies).
+    #[serde(default, rename = "e", skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// Attempts made so far.
+    #[serde(default, rename = "n")]
+    pub attempts: u32,
+    /// Earliest time of the next attempt, unix ms.
+    #[serde(default, rename = "t")]
+    pub next_at_ms: i64,
+    /// The lane is stopped behind this dead letter (`on_dead_letter = "block"`).
+    #[serde(default, rename = "b", skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
+}
+
+/// One delivery attempt and its result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// When it started, unix ms.
+    pub at_ms: i64,
+    /// How long it took, ms.
+    pub duration_ms: u64,
+    /// HTTP status, when a response arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Transport error or a short description of the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `delivered`, `retry` or `dead_letter`.
+    pub outcome: String,
+}
+
+/// An event that used up its attempts for a destination.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The event.
+    pub seq: u64,
+    /// The destination.
+    pub destination: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Last status or error.
+    pub last_error: String,
+    /// When it was dead-lettered, unix ms.
+    pub dead_at_ms: i64,
+    /// Entity key, for operators and for lane blocking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+}
+
+/// How an attempt ended, as dispatch decided.
+#[derive(Debug, Clone)]
+pub enum Transition {
+    /// 2xx: remove from pending, mark delivered.
+    Delivered,
+    /// Try again later.
+    Retry(PendingState),
+    /// Out of attempts: dead-letter; `block` keeps the lane stopped.
+    Dead {
+        /// The dead-letter record.
+        letter: DeadLetter,
+        /// Keep a blocked pending entry so the lane waits for a redrive.
+        block: bool,
+        /// The pending state to keep when blocking.
+        pending: PendingState,
+    },
+}
+
+fn keyed(prefix: u8, dest: &str, seq: u64) -> Vec<u8> {
+    let mut k = keys::pending(dest, seq);
+    k[0] = prefix;
+    k
+}
+
+impl Store {
+    /// Pending deliveries of `dest` with a sequence above `after`, up to the
+    /// durable sequence, in order, at most `limit`.
+    pub fn pending_after(
+        &self,
+        dest: &str,
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<(Seq, PendingState)>, StoreError> {
+        let durable = self.durable_seq().0;
+        let start = after.map_or(0, |s| s.0.saturating_add(1));
+        let mut out = Vec::new();
+        if start > durable {
+            return Ok(out);
+        }
+        let range = keys::pending(dest, start)..=keys::pending(dest, durable);
+        for item in self.tree().range(range).take(limit) {
+            let (k, v) = item?;
+            let seq = keys::seq_from_pending_key(&k)?;
+            let state =
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.push((seq, state));
+        }
+        Ok(out)
+    }
+
+    /// Number of pending deliveries for `dest` (a scan: for metrics/admin, not hot paths).
+    pub fn pending_count(&self, dest: &str) -> usize {
+        self.tree().scan_prefix(keys::pending_prefix(dest)).count()
+    }
+
+    /// Records an attempt and its transition in one atomic batch, then asks
+    /// the flusher to persist it (without waiting).
+    pub fn record_attempt(
+        &self,
+        dest: &str,
+        seq: Seq,
+        attempt: &AttemptRecord,
+        transition: &Transition,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let json = |v: &dyn erased::Json| v.to_json();
+        let mut batch = sled::Batch::default();
+        let mut akey = keyed(keys::ATTEMPT, dest, seq.0);
+        akey.extend_from_slice(&attempt.attempt.to_be_bytes());
+        batch.insert(akey, json(attempt)?);
+        let pkey = keys::pending(dest, seq.0);
+        match transition {
+            Transition::Delivered => {
+                batch.remove(pkey);
+                batch.insert(
+                    keyed(keys::DELIVERED, dest, seq.0),
+                    now_ms.to_be_bytes().to_vec(),
+                );
+            }
+            Transition::Retry(state) => batch.insert(pkey, json(state)?),
+            Transition::Dead {
+                letter,
+                block,
+                pending,
+            } => {
+                if *block {
+                    batch.insert(pkey, json(pending)?);
+                } else {
+                    batch.remove(pkey);
+                }
+                batch.insert(keyed(keys::DEAD, dest, seq.0), json(letter)?);
+            }
+        }
+        self.tree().apply_batch(batch)?;
+        self.request_flush();
+        Ok(())
+    }
+
+    /// Every attempt made to deliver `seq` to `dest`, in order.
+    pub fn attempts(&self, dest: &str, seq: Seq) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.tree()
+            .scan_prefix(keyed(keys::ATTEMPT, dest, seq.0))
+            .map(|item| {
+                let (_, v) = item?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// When `seq` was delivered to `dest`, if it was.
+    pub fn delivered_at(&self, dest: &str, seq: Seq) -> Result<Option<i64>, StoreError> {
+        match self.tree().get(keyed(keys::DELIVERED, dest, seq.0))? {
+            Some(v) => Ok(Some(be_u64(&v)? as i64)),
+            None => Ok(None),
+        }
+    }
+
+    /// The dead letter of `seq` for `dest`, if any.
+    pub fn dead_letter(&self, dest: &str, seq: Seq) -> Result<Option<DeadLetter>, StoreError> {
+        match self.tree().get(keyed(keys::DEAD, dest, seq.0))? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// All dead letters of `dest`, oldest first.
+    pub fn dead_letters(&self, dest: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut prefix = keys::pending_prefix(dest);
+        prefix[0] = keys::DEAD;
+        self.tree()
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (_, v) = item?;
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Moves a dead letter back to pending with a fresh attempt budget.
+    /// Returns false when there was no such dead letter.
+    pub fn redrive(&self, dest: &str, seq: Seq) -> Result<bool, StoreError> {
+        let Some(letter) = self.dead_letter(dest, seq)? else {
+            return Ok(false);
+        };
+        let mut batch = sled::Batch::default();
+        batch.remove(keyed(keys::DEAD, dest, seq.0));
+        let state = PendingState {
+            entity: letter.entity,
+            ..PendingState::default()
+        };
+        batch.insert(keys::pending(dest, seq.0), erased::Json::to_json(&state)?);
+        self.tree().apply_batch(batch)?;
+        self.request_flush();
+        Ok(true)
+    }
+}
+
+mod erased {
+    use super::StoreError;
+
+    /// Object-safe "serialize to JSON bytes" so one closure handles every record type.
+    pub trait Json {
+        fn to_json(&self) -> Result<Vec<u8>, StoreError>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Result<Vec<u8>, StoreError> {
+            serde_json::to_vec(self).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+    }
+}

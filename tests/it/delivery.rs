@@ -1,0 +1,1 @@
+//! Delivery tests (forward side).
