@@ -146,6 +146,8 @@ impl Standard {
     }
 
     /// The three headers, signed with the first key at `now` (whole seconds).
+    /// An `id` containing `.` yields a request that verification refuses, as
+    /// the spec requires.
     pub(crate) fn sign(&self, body: &[u8], now_ms: i64, id: &str) -> SignedRequest {
         let ts = now_ms.div_euclid(1000).to_string();
         let sig = self
@@ -259,6 +261,33 @@ mod tests {
         assert!(v
             .verify(&with_header(&vector("webhook"), "webhook-signature", &list))
             .is_ok());
+    }
+
+    #[test]
+    fn svix_rotation_and_no_mixing_of_header_sets() {
+        let v = verifier("svix", &["whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", SECRET]);
+        assert!(v.verify(&vector("svix")).is_ok());
+        let list = format!("v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= {SIG}");
+        assert!(v
+            .verify(&with_header(&vector("svix"), "svix-signature", &list))
+            .is_ok());
+        // svix-signature present: id and timestamp come from svix-* only.
+        let mixed = req(
+            &[
+                ("svix-signature", SIG),
+                ("webhook-id", ID),
+                ("webhook-timestamp", TS),
+            ],
+            BODY,
+        );
+        assert_eq!(
+            v.verify(&mixed),
+            Err(VerifyError::MissingHeader("svix-id".into()))
+        );
+        assert_eq!(
+            v.verify(&req(&[], BODY)),
+            Err(VerifyError::MissingHeader("svix-signature".into()))
+        );
     }
 
     #[test]

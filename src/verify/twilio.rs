@@ -422,6 +422,24 @@ mod tests {
     }
 
     #[test]
+    fn empty_body_signs_the_url_alone() {
+        let v = twilio(URL, &[TOKEN]);
+        let mac = Algorithm::Sha1
+            .mac(
+                TOKEN.as_bytes(),
+                &[b"https://mycompany.com/myapp.php?foo=1&bar=2"],
+            )
+            .unwrap();
+        let sig = mac::encode_base64(&mac);
+        let r = req_at(PATH, &[("X-Twilio-Signature", &sig)], b"");
+        assert!(v.verify(&r).is_ok());
+        assert_eq!(
+            v.verify(&with_body(&r, b"Digits=1")),
+            Err(VerifyError::MissingHeader("content-type".into()))
+        );
+    }
+
+    #[test]
     fn rotation_passes() {
         let v = twilio(URL, &["old-token", TOKEN]);
         assert!(v.verify(&form(FORM_SIG, FORM_BODY)).is_ok());
