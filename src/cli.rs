@@ -79,7 +79,10 @@ pub fn main_with_args(cli: Cli) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the async runtime: {e}");

@@ -83,7 +83,12 @@ mod tests {
         assert_eq!(p.extract(&headers, Some(&json)).as_deref(), Some("cus_1"));
         let n = FieldRef::parse("/data/object/n").unwrap();
         assert_eq!(n.extract(&headers, Some(&json)).as_deref(), Some("7"));
-        assert_eq!(FieldRef::parse("/missing").unwrap().extract(&headers, Some(&json)), None);
+        assert_eq!(
+            FieldRef::parse("/missing")
+                .unwrap()
+                .extract(&headers, Some(&json)),
+            None
+        );
         assert!(FieldRef::parse("data.id").is_err());
         assert!(FieldRef::parse("header:bad name").is_err());
     }

@@ -355,8 +355,18 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 }
 
 fn validate_server(raw: &RawServer, p: &mut Problems) -> Option<ServerConfig> {
-    let listen = p.parse("server.listen", raw.listen.as_deref(), "0.0.0.0:8080", parse_addr);
-    let max_body = p.parse("server.max_body", raw.max_body.as_deref(), "1MiB", parse_size);
+    let listen = p.parse(
+        "server.listen",
+        raw.listen.as_deref(),
+        "0.0.0.0:8080",
+        parse_addr,
+    );
+    let max_body = p.parse(
+        "server.max_body",
+        raw.max_body.as_deref(),
+        "1MiB",
+        parse_size,
+    );
     let request_timeout = p.parse(
         "server.request_timeout",
         raw.request_timeout.as_deref(),
@@ -365,7 +375,9 @@ fn validate_server(raw: &RawServer, p: &mut Problems) -> Option<ServerConfig> {
     );
     let per_ip_rate = match raw.per_ip_rate.as_deref() {
         None => Some(None),
-        Some(r) => p.parse("server.per_ip_rate", Some(r), "", parse_rate).map(Some),
+        Some(r) => p
+            .parse("server.per_ip_rate", Some(r), "", parse_rate)
+            .map(Some),
     };
     if max_body == Some(0) {
         p.add("server.max_body", "must be larger than zero");
@@ -389,7 +401,12 @@ fn validate_server(raw: &RawServer, p: &mut Problems) -> Option<ServerConfig> {
 }
 
 fn validate_admin(raw: &RawAdmin, p: &mut Problems) -> Option<AdminConfig> {
-    let listen = p.parse("admin.listen", raw.listen.as_deref(), "127.0.0.1:9090", parse_addr)?;
+    let listen = p.parse(
+        "admin.listen",
+        raw.listen.as_deref(),
+        "127.0.0.1:9090",
+        parse_addr,
+    )?;
     let token = match raw.token.as_deref() {
         None => None,
         Some(spec) => match resolve_secret(spec) {
@@ -416,10 +433,17 @@ fn validate_storage(raw: &RawStorage, p: &mut Problems) -> Option<StorageConfig>
         "7d",
         parse_duration,
     );
-    let retention = p.parse("storage.retention", raw.retention.as_deref(), "7d", parse_duration);
+    let retention = p.parse(
+        "storage.retention",
+        raw.retention.as_deref(),
+        "7d",
+        parse_duration,
+    );
     let max_queue_bytes = match raw.max_queue_bytes.as_deref() {
         None => Some(None),
-        Some(s) => p.parse("storage.max_queue_bytes", Some(s), "", parse_size).map(Some),
+        Some(s) => p
+            .parse("storage.max_queue_bytes", Some(s), "", parse_size)
+            .map(Some),
     };
     Some(StorageConfig {
         path: PathBuf::from(raw.path.as_deref().unwrap_or("./data")),
@@ -484,7 +508,9 @@ fn validate_source(
     let order_by = field(p, "order_by", &raw.order_by);
     let tolerance = match raw.tolerance.as_deref() {
         None => Some(None),
-        Some(t) => p.parse(&key("tolerance"), Some(t), "", parse_duration).map(Some),
+        Some(t) => p
+            .parse(&key("tolerance"), Some(t), "", parse_duration)
+            .map(Some),
     };
     let reorder_window = p.parse(
         &key("reorder_window"),
@@ -493,7 +519,10 @@ fn validate_source(
         parse_duration,
     );
     if raw.forward_to.is_empty() {
-        tracing::debug!(source = name, "source forwards nowhere; events are kept for the events API");
+        tracing::debug!(
+            source = name,
+            "source forwards nowhere; events are kept for the events API"
+        );
     }
     for (i, dest) in raw.forward_to.iter().enumerate() {
         if !destinations.contains_key(dest) {
@@ -509,7 +538,10 @@ fn validate_source(
             if verifier.default_tolerance().is_none() {
                 p.add(
                     &key("tolerance"),
-                    format!("provider `{}` signs no timestamp, so a tolerance cannot apply", raw.provider),
+                    format!(
+                        "provider `{}` signs no timestamp, so a tolerance cannot apply",
+                        raw.provider
+                    ),
                 );
             }
             Some(t).filter(|t| !t.is_zero())
@@ -547,7 +579,10 @@ fn validate_destination(
     let url = match url::Url::parse(&raw.url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
         Ok(u) => {
-            p.add(&key("url"), format!("scheme `{}` is not http or https", u.scheme()));
+            p.add(
+                &key("url"),
+                format!("scheme `{}` is not http or https", u.scheme()),
+            );
             None
         }
         Err(e) => {
@@ -571,7 +606,12 @@ fn validate_destination(
     if max_attempts.is_none() {
         p.add(&key("max_attempts"), "must be at least 1");
     }
-    let timeout = p.parse(&key("timeout"), raw.timeout.as_deref(), "10s", parse_duration);
+    let timeout = p.parse(
+        &key("timeout"),
+        raw.timeout.as_deref(),
+        "10s",
+        parse_duration,
+    );
     if timeout == Some(Duration::ZERO) {
         p.add(&key("timeout"), "must be larger than zero");
     }

@@ -26,7 +26,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("`{text}` has unknown unit `{unit}`; use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "`{text}` has unknown unit `{unit}`; use ms, s, m, h or d"
+            ))
+        }
     };
     n.checked_mul(ms_per)
         .map(Duration::from_millis)
@@ -48,7 +52,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
-        _ => return Err(format!("`{text}` has unknown unit `{unit}`; use B, KiB, MiB or GiB")),
+        _ => {
+            return Err(format!(
+                "`{text}` has unknown unit `{unit}`; use B, KiB, MiB or GiB"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{text}` is too large"))
@@ -86,7 +94,11 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
         "s" => Duration::from_secs(1),
         "m" => Duration::from_secs(60),
         "h" => Duration::from_secs(3600),
-        other => return Err(format!("`{text}` has unknown period `{other}`; use s, m or h")),
+        other => {
+            return Err(format!(
+                "`{text}` has unknown period `{other}`; use s, m or h"
+            ))
+        }
     };
     Ok(Rate { count, per })
 }
@@ -100,9 +112,20 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["5", "5 min", "m", "", "-1s", "1.5s", "99999999999999999999d"] {
+        for bad in [
+            "5",
+            "5 min",
+            "m",
+            "",
+            "-1s",
+            "1.5s",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} should fail");
         }
     }
@@ -122,7 +145,10 @@ mod tests {
         let r = parse_rate("50/s").unwrap();
         assert_eq!(r.count.get(), 50);
         assert_eq!(r.interval(), Duration::from_millis(20));
-        assert_eq!(parse_rate("60/m").unwrap().interval(), Duration::from_secs(1));
+        assert_eq!(
+            parse_rate("60/m").unwrap().interval(),
+            Duration::from_secs(1)
+        );
         for bad in ["0/s", "50", "50/d", "x/s"] {
             assert!(parse_rate(bad).is_err(), "{bad} should fail");
         }

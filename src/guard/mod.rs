@@ -114,7 +114,11 @@ pub fn admit(
 
 /// The provider's event time in unix ms: a number (seconds or milliseconds,
 /// told apart by magnitude) or an RFC 3339 string.
-pub fn provider_time_ms(field: &FieldRef, headers: &HeaderMap, json: Option<&Value>) -> Option<i64> {
+pub fn provider_time_ms(
+    field: &FieldRef,
+    headers: &HeaderMap,
+    json: Option<&Value>,
+) -> Option<i64> {
     let text = field.extract(headers, json)?;
     if let Ok(n) = text.parse::<f64>() {
         if !n.is_finite() || n < 0.0 {
@@ -154,7 +158,8 @@ fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         "Z" | "z" => 0,
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
-            sign * (o.get(1..3)?.parse::<i64>().ok()? * 3600 + o.get(4..6)?.parse::<i64>().ok()? * 60)
+            sign * (o.get(1..3)?.parse::<i64>().ok()? * 3600
+                + o.get(4..6)?.parse::<i64>().ok()? * 60)
         }
         _ => return None,
     };
@@ -194,12 +199,30 @@ mod tests {
 
     #[test]
     fn rfc3339_matches_known_instants() {
-        assert_eq!(parse_rfc3339_ms("2023-11-14T22:13:20.000Z"), Some(1_700_000_000_000));
-        assert_eq!(parse_rfc3339_ms("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
-        assert_eq!(parse_rfc3339_ms("2023-11-14T23:13:20.5+01:00"), Some(1_700_000_000_500));
+        assert_eq!(
+            parse_rfc3339_ms("2023-11-14T22:13:20.000Z"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2023-11-14T23:13:20.5+01:00"),
+            Some(1_700_000_000_500)
+        );
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_ms("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
-        for bad in ["", "2023-13-01T00:00:00Z", "yesterday", "2023-11-14T22:13:20", "2023-11-14T22:13:20.Z"] {
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000)
+        );
+        for bad in [
+            "",
+            "2023-13-01T00:00:00Z",
+            "yesterday",
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13:20.Z",
+        ] {
             assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
         }
     }
@@ -222,6 +245,9 @@ mod tests {
         h.insert("x-gitlab-token", "tok".parse().unwrap());
         h.insert("x-github-event", "push".parse().unwrap());
         let kept = kept_headers(&h);
-        assert_eq!(kept, vec![("x-github-event".to_string(), "push".to_string())]);
+        assert_eq!(
+            kept,
+            vec![("x-github-event".to_string(), "push".to_string())]
+        );
     }
 }

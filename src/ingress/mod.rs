@@ -41,7 +41,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/hooks/{source}", post(receive))
         .fallback(|| async { IngressError::UnknownSource("(no route)".into()).into_response() })
-        .layer(middleware::from_fn_with_state(limits.clone(), cap_and_deadline))
+        .layer(middleware::from_fn_with_state(
+            limits.clone(),
+            cap_and_deadline,
+        ))
         .layer(middleware::from_fn_with_state(limits, limit_per_ip))
         .with_state(state)
 }
@@ -75,11 +78,7 @@ fn quota(rate: Rate) -> Quota {
 }
 
 /// 429 + `Retry-After` above `server.per_ip_rate` for the peer address.
-async fn limit_per_ip(
-    State(limits): State<Arc<Limits>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn limit_per_ip(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
     if let Some(limiter) = &limits.per_ip {
         let peer = request
             .extensions()

@@ -98,5 +98,9 @@ impl IntoResponse for IngressError {
 
 /// A 200 answer: `accepted` with the gateway id, or `duplicate`.
 pub fn ok(status: &'static str, id: String) -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": status, "id": id}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(json!({"status": status, "id": id})),
+    )
+        .into_response()
 }
