@@ -18,6 +18,7 @@ use crate::harness::*;
 pub struct Proc {
     pub child: Child,
     pub ingress: SocketAddr,
+    #[allow(dead_code)]
     pub admin: SocketAddr,
 }
 
@@ -51,7 +52,11 @@ impl Proc {
         let (ingress, admin) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("hookgate did not report its listeners");
-        Proc { child, ingress, admin }
+        Proc {
+            child,
+            ingress,
+            admin,
+        }
     }
 
     pub fn kill9(&mut self) {
@@ -158,7 +163,14 @@ async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
     for round in 0..3u64 {
         let mut proc = Proc::start(&config);
         let stop = tokio_util::sync::CancellationToken::new();
-        let poster = tokio::spawn(post_until(proc.ingress, 16, 50, stop.clone(), acked.clone(), round * 100_000_000));
+        let poster = tokio::spawn(post_until(
+            proc.ingress,
+            16,
+            50,
+            stop.clone(),
+            acked.clone(),
+            round * 100_000_000,
+        ));
         // Kill once a few hundred more events are acknowledged, mid-stream.
         let before = acked.lock().unwrap().len();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -170,7 +182,10 @@ async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
         poster.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    eprintln!("crash test: {} acknowledged events checked after 3 kill -9", acked.len());
+    eprintln!(
+        "crash test: {} acknowledged events checked after 3 kill -9",
+        acked.len()
+    );
     assert!(acked.len() >= 900, "only {} acks", acked.len());
     // Open the data directory directly and check every acknowledged event.
     let store = Store::open(StoreOptions {
@@ -182,7 +197,10 @@ async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
     let mut seen = HashSet::new();
     for (gid, body) in &acked {
         let seq = Seq::parse_event_id(gid).unwrap();
-        let ev = store.get(seq).unwrap().unwrap_or_else(|| panic!("acknowledged {gid} lost"));
+        let ev = store
+            .get(seq)
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged {gid} lost"));
         assert_eq!(&ev.body[..], &body[..], "{gid} has another event's body");
         assert!(seen.insert(seq));
     }

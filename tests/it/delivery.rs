@@ -32,7 +32,10 @@ signing_secret = "{SIGNING}"
 }
 
 fn event(n: u32, entity: &str) -> Vec<u8> {
-    format!(r#"{{"id":"evt_{n}","object":"event","data":{{"object":{{"id":"{entity}","n":{n}}}}}}}"#).into_bytes()
+    format!(
+        r#"{{"id":"evt_{n}","object":"event","data":{{"object":{{"id":"{entity}","n":{n}}}}}}}"#
+    )
+    .into_bytes()
 }
 
 /// The `n` of a delivered body.
@@ -61,18 +64,31 @@ async fn post_all(gw: &Gw, events: &[(u32, String)]) {
 async fn delivery_is_paced_by_gcra_with_burst_one() {
     let sink = Sink::start(|_, _| Reply::ok()).await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gw::start(&config(&sink, "rate = \"20/s\"\nburst = 1\nconcurrency = 8"), dir.path()).await;
+    let gw = Gw::start(
+        &config(&sink, "rate = \"20/s\"\nburst = 1\nconcurrency = 8"),
+        dir.path(),
+    )
+    .await;
     let events: Vec<_> = (0..100).map(|n| (n, format!("cus_{n}"))).collect();
     post_all(&gw, &events).await;
-    wait_for("100 deliveries", Duration::from_secs(30), || async { sink.received().len() >= 100 }).await;
+    wait_for("100 deliveries", Duration::from_secs(30), || async {
+        sink.received().len() >= 100
+    })
+    .await;
     let got = sink.received();
     let first = got[0].at;
     let span = got[99].at.duration_since(first);
     // 100 events at 20/s with burst 1: the 100th leaves 99 intervals after the first.
-    assert!(span >= Duration::from_millis(4_850), "100 events took only {span:?}");
+    assert!(
+        span >= Duration::from_millis(4_850),
+        "100 events took only {span:?}"
+    );
     // No one-second window holds more than the GCRA bound: burst + rate·window.
     for (i, a) in got.iter().enumerate() {
-        let in_window = got[i..].iter().take_while(|b| b.at.duration_since(a.at) < Duration::from_secs(1)).count();
+        let in_window = got[i..]
+            .iter()
+            .take_while(|b| b.at.duration_since(a.at) < Duration::from_secs(1))
+            .count();
         assert!(in_window <= 21, "{in_window} deliveries within one second");
     }
     gw.stop().await.unwrap();
@@ -91,23 +107,34 @@ async fn per_entity_order_holds_when_the_app_fails_30_percent_at_random() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let extra = "concurrency = 8\nmax_attempts = 100\nbackoff = { initial = \"5ms\", max = \"50ms\" }";
+    let extra =
+        "concurrency = 8\nmax_attempts = 100\nbackoff = { initial = \"5ms\", max = \"50ms\" }";
     let gw = Gw::start(&config(&sink, extra), dir.path()).await;
     // 20 entities × 50 events, interleaved.
-    let events: Vec<_> = (0..1000u32).map(|n| (n, format!("cus_{}", n % 20))).collect();
+    let events: Vec<_> = (0..1000u32)
+        .map(|n| (n, format!("cus_{}", n % 20)))
+        .collect();
     post_all(&gw, &events).await;
-    wait_for("1000 deliveries", Duration::from_secs(60), || async { sink.received().len() >= 1000 }).await;
+    wait_for("1000 deliveries", Duration::from_secs(60), || async {
+        sink.received().len() >= 1000
+    })
+    .await;
     let mut per_entity: HashMap<String, Vec<u64>> = HashMap::new();
     for r in sink.received() {
         per_entity.entry(entity_of(&r)).or_default().push(n_of(&r));
     }
     assert_eq!(per_entity.len(), 20);
     for (entity, ns) in &per_entity {
-        let expected: Vec<u64> = (0..1000u64).filter(|n| format!("cus_{}", n % 20) == *entity).collect();
+        let expected: Vec<u64> = (0..1000u64)
+            .filter(|n| format!("cus_{}", n % 20) == *entity)
+            .collect();
         assert_eq!(ns, &expected, "{entity} out of order or incomplete");
     }
     let failed = sink.all().len() - 1000;
-    assert!(failed > 100, "the sink should have failed ~30%, failed {failed}");
+    assert!(
+        failed > 100,
+        "the sink should have failed ~30%, failed {failed}"
+    );
     gw.stop().await.unwrap();
 }
 
@@ -117,7 +144,9 @@ async fn a_failing_entity_does_not_stall_the_others_and_retry_after_is_honoured(
     let first_slow = Arc::new(Mutex::new(None::<Instant>));
     let fs = first_slow.clone();
     let sink = Sink::start(move |r, _| {
-        if r.header("hookgate-entity").as_deref() == Some("cus_slow") && r.header("hookgate-attempt").as_deref() == Some("1") {
+        if r.header("hookgate-entity").as_deref() == Some("cus_slow")
+            && r.header("hookgate-attempt").as_deref() == Some("1")
+        {
             fs.lock().unwrap().get_or_insert(r.at);
             Reply {
                 status: 429,
@@ -130,11 +159,18 @@ async fn a_failing_entity_does_not_stall_the_others_and_retry_after_is_honoured(
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gw::start(&config(&sink, "backoff = { initial = \"1ms\", max = \"2ms\" }"), dir.path()).await;
+    let gw = Gw::start(
+        &config(&sink, "backoff = { initial = \"1ms\", max = \"2ms\" }"),
+        dir.path(),
+    )
+    .await;
     let mut events = vec![(0, "cus_slow".to_string()), (1, "cus_slow".to_string())];
     events.extend((2..12).map(|n| (n, format!("cus_{n}"))));
     post_all(&gw, &events).await;
-    wait_for("12 deliveries", Duration::from_secs(20), || async { sink.received().len() >= 12 }).await;
+    wait_for("12 deliveries", Duration::from_secs(20), || async {
+        sink.received().len() >= 12
+    })
+    .await;
     let got = sink.received();
     let pos = |n: u64| got.iter().position(|r| n_of(r) == n).unwrap();
     // Every other entity went through while cus_slow waited out its Retry-After.
@@ -144,7 +180,10 @@ async fn a_failing_entity_does_not_stall_the_others_and_retry_after_is_honoured(
     assert!(pos(0) < pos(1), "cus_slow out of order");
     let retried_at = got[pos(0)].at;
     let first = first_slow.lock().unwrap().unwrap();
-    assert!(retried_at.duration_since(first) >= Duration::from_millis(950), "Retry-After ignored");
+    assert!(
+        retried_at.duration_since(first) >= Duration::from_millis(950),
+        "Retry-After ignored"
+    );
     assert_eq!(got[pos(0)].header("hookgate-attempt").as_deref(), Some("2"));
     gw.stop().await.unwrap();
 }
@@ -162,21 +201,35 @@ async fn dead_letter_run(policy: &str) -> (Gw, Sink, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("max_attempts = 3\nbackoff = {{ initial = \"1ms\", max = \"5ms\" }}\non_dead_letter = \"{policy}\"");
     let gw = Gw::start(&config(&sink, &extra), dir.path()).await;
-    post_all(&gw, &[(0, "cus_a".into()), (1, "cus_a".into()), (2, "cus_b".into())]).await;
+    post_all(
+        &gw,
+        &[
+            (0, "cus_a".into()),
+            (1, "cus_a".into()),
+            (2, "cus_b".into()),
+        ],
+    )
+    .await;
     (gw, sink, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_after_max_attempts_then_the_lane_skips_by_default() {
     let (gw, sink, _dir) = dead_letter_run("skip").await;
-    wait_for("lane moves on", Duration::from_secs(20), || async { sink.received().len() >= 2 }).await;
+    wait_for("lane moves on", Duration::from_secs(20), || async {
+        sink.received().len() >= 2
+    })
+    .await;
     let store = &gw.state.store;
     let dead = store.dead_letters("app").unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, 3);
     assert_eq!(dead[0].last_error, "http status 500");
     let attempts = store.attempts("app", Seq(dead[0].seq)).unwrap();
-    assert_eq!(attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert!(attempts.iter().all(|a| a.status == Some(500)));
     assert_eq!(attempts[2].outcome, "dead_letter");
     assert_eq!(sink.all().len(), 5, "3 failed attempts + 2 deliveries");
@@ -193,7 +246,11 @@ async fn on_dead_letter_block_stops_the_lane_until_redriven() {
     // cus_b flowed; cus_a's second event is held behind the dead letter.
     let got: Vec<u64> = sink.received().iter().map(n_of).collect();
     assert_eq!(got, vec![2]);
-    assert_eq!(gw.state.store.pending_count("app"), 2, "blocked head + the held event");
+    assert_eq!(
+        gw.state.store.pending_count("app"),
+        2,
+        "blocked head + the held event"
+    );
     gw.stop().await.unwrap();
     // Restart: the lane is still blocked (state is in the store, not memory).
     let dir = tempfile::tempdir().unwrap();
@@ -207,17 +264,28 @@ async fn deliveries_carry_a_valid_standard_webhooks_signature_and_the_contract_h
     let gw = Gw::start(&config(&sink, ""), dir.path()).await;
     let body = event(1, "cus_sig");
     let (_, j) = post_signed(&gw, "stripe", &body, "").await;
-    wait_for("delivery", Duration::from_secs(10), || async { !sink.received().is_empty() }).await;
+    wait_for("delivery", Duration::from_secs(10), || async {
+        !sink.received().is_empty()
+    })
+    .await;
     let r = &sink.received()[0];
     assert_eq!(r.body, body, "body byte-exact");
-    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
     assert_eq!(r.header("webhook-id").as_deref(), j["id"].as_str());
     assert_eq!(r.header("hookgate-source").as_deref(), Some("stripe"));
     assert_eq!(r.header("hookgate-event-id").as_deref(), Some("evt_1"));
     assert_eq!(r.header("hookgate-entity").as_deref(), Some("cus_sig"));
     assert_eq!(r.header("hookgate-attempt").as_deref(), Some("1"));
     // The app verifies with a Standard Webhooks verifier and the shared secret.
-    let app = Verifier::new("standard", vec![hookgate::secret::Secret::new(SIGNING)], &Default::default()).unwrap();
+    let app = Verifier::new(
+        "standard",
+        vec![hookgate::secret::Secret::new(SIGNING)],
+        &Default::default(),
+    )
+    .unwrap();
     let req = UnverifiedRequest {
         headers: r.headers.clone(),
         body: r.body.clone(),
@@ -234,16 +302,28 @@ async fn deliveries_carry_a_valid_standard_webhooks_signature_and_the_contract_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_app_times_out_and_is_retried_without_stalling_other_lanes() {
     let sink = Sink::start(|r, _| {
-        let hang = r.header("hookgate-entity").as_deref() == Some("cus_hang") && r.header("hookgate-attempt").as_deref() == Some("1");
+        let hang = r.header("hookgate-entity").as_deref() == Some("cus_hang")
+            && r.header("hookgate-attempt").as_deref() == Some("1");
         Reply {
             status: 200,
             headers: vec![],
-            delay: if hang { Duration::from_secs(30) } else { Duration::ZERO },
+            delay: if hang {
+                Duration::from_secs(30)
+            } else {
+                Duration::ZERO
+            },
         }
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gw::start(&config(&sink, "timeout = \"300ms\"\nbackoff = { initial = \"1ms\", max = \"5ms\" }"), dir.path()).await;
+    let gw = Gw::start(
+        &config(
+            &sink,
+            "timeout = \"300ms\"\nbackoff = { initial = \"1ms\", max = \"5ms\" }",
+        ),
+        dir.path(),
+    )
+    .await;
     let mut events = vec![(0, "cus_hang".to_string())];
     events.extend((1..10).map(|n| (n, format!("cus_{n}"))));
     post_all(&gw, &events).await;
@@ -272,17 +352,27 @@ async fn a_restart_mid_delivery_loses_nothing_and_keeps_entity_order() {
     let gw = Gw::start(&cfg, dir.path()).await;
     let events: Vec<_> = (0..300u32).map(|n| (n, format!("cus_{}", n % 7))).collect();
     post_all(&gw, &events).await;
-    wait_for("some deliveries", Duration::from_secs(20), || async { slow.received().len() >= 50 }).await;
+    wait_for("some deliveries", Duration::from_secs(20), || async {
+        slow.received().len() >= 50
+    })
+    .await;
     gw.stop().await.unwrap();
     let delivered_before = slow.received().len();
-    assert!(delivered_before < 300, "the restart must happen mid-delivery");
+    assert!(
+        delivered_before < 300,
+        "the restart must happen mid-delivery"
+    );
     let gw = Gw::start(&cfg, dir.path()).await;
-    wait_for("everything delivered after restart", Duration::from_secs(30), || async {
-        let mut ns: Vec<u64> = slow.received().iter().map(n_of).collect();
-        ns.sort_unstable();
-        ns.dedup();
-        ns.len() == 300
-    })
+    wait_for(
+        "everything delivered after restart",
+        Duration::from_secs(30),
+        || async {
+            let mut ns: Vec<u64> = slow.received().iter().map(n_of).collect();
+            ns.sort_unstable();
+            ns.dedup();
+            ns.len() == 300
+        },
+    )
     .await;
     assert_order_per_entity(&slow.received());
     gw.stop().await.unwrap();

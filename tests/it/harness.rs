@@ -147,21 +147,24 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub async fn start(behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) -> Sink {
+    pub async fn start(
+        behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
+    ) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
         Sink::start_on(listener, behaviour)
     }
 
-    pub fn start_on(listener: TcpListener, behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) -> Sink {
+    pub fn start_on(
+        listener: TcpListener,
+        behaviour: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
+    ) -> Sink {
         let addr = listener.local_addr().expect("addr");
         let state = SinkState {
             log: Arc::default(),
             all: Arc::default(),
             behaviour: Arc::new(behaviour),
         };
-        let app = Router::new()
-            .fallback(record)
-            .with_state(state.clone());
+        let app = Router::new().fallback(record).with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -245,19 +248,20 @@ pub fn now_ms() -> i64 {
 }
 
 /// Signs `body` as source `name` of the gateway's config would be signed by its provider.
-pub fn sign(gw: &Gw, source: &str, body: &[u8], content_type: &str, id: &str) -> hookgate::verify::SignedRequest {
+pub fn sign(
+    gw: &Gw,
+    source: &str,
+    body: &[u8],
+    content_type: &str,
+    id: &str,
+) -> hookgate::verify::SignedRequest {
     gw.state.config.sources[source]
         .verifier
         .sign(body, content_type, now_ms(), id)
 }
 
 /// POSTs a signed body to the gateway; returns status and JSON.
-pub async fn post_signed(
-    gw: &Gw,
-    source: &str,
-    body: &[u8],
-    id: &str,
-) -> (u16, serde_json::Value) {
+pub async fn post_signed(gw: &Gw, source: &str, body: &[u8], id: &str) -> (u16, serde_json::Value) {
     let signed = sign(gw, source, body, "application/json", id);
     let mut url = gw.url(source);
     if let Some(q) = &signed.query {

@@ -94,8 +94,19 @@ fn body_for(source: &str, n: u32) -> Vec<u8> {
 }
 
 const SOURCES: &[&str] = &[
-    "stripe", "github", "standard", "svix", "slack", "shopify", "workos", "gitlab", "gitlab_signed",
-    "twilio", "paddle", "linear", "acme",
+    "stripe",
+    "github",
+    "standard",
+    "svix",
+    "slack",
+    "shopify",
+    "workos",
+    "gitlab",
+    "gitlab_signed",
+    "twilio",
+    "paddle",
+    "linear",
+    "acme",
 ];
 
 #[tokio::test]
@@ -142,13 +153,23 @@ async fn tampered_missing_stale_and_future_are_refused_and_nothing_is_stored() {
         tampered[1] ^= 0x01;
         // GitLab's token mode signs nothing: the token is the whole proof.
         if *source != "gitlab" {
-            let r = with_headers(c.post(&url)).body(tampered).send().await.unwrap();
+            let r = with_headers(c.post(&url))
+                .body(tampered)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 401, "{source} tampered");
             let j: serde_json::Value = r.json().await.unwrap();
             assert_eq!(j["status"], "invalid_signature", "{source}");
         }
         // No signature headers at all.
-        let r = c.post(&url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+        let r = c
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "{source} missing headers");
     }
     // Wrong secret: a verifier of the same provider with another secret signs.
@@ -179,7 +200,10 @@ async fn tampered_missing_stale_and_future_are_refused_and_nothing_is_stored() {
         let j: serde_json::Value = r.json().await.unwrap();
         assert_eq!(j["status"], "stale_timestamp", "{label}");
     }
-    assert!(gw.state.store.read_after(None, 10).unwrap().is_empty(), "nothing may be stored");
+    assert!(
+        gw.state.store.read_after(None, 10).unwrap().is_empty(),
+        "nothing may be stored"
+    );
     gw.stop().await.unwrap();
 }
 
@@ -208,7 +232,11 @@ async fn duplicates_are_answered_200_and_stored_once() {
     assert_eq!(r["status"], "accepted");
     let mut replay = c.post(gw.url("github")).body(gh_body.clone());
     for (k, v) in &signed.headers {
-        let v = if k.eq_ignore_ascii_case("x-github-delivery") { "forged-2".to_string() } else { v.clone() };
+        let v = if k.eq_ignore_ascii_case("x-github-delivery") {
+            "forged-2".to_string()
+        } else {
+            v.clone()
+        };
         replay = replay.header(k, v);
     }
     let r: serde_json::Value = replay.send().await.unwrap().json().await.unwrap();
@@ -217,8 +245,14 @@ async fn duplicates_are_answered_200_and_stored_once() {
     // 50 concurrent copies of one new event: exactly one is accepted.
     let body = body_for("stripe", 2);
     let results = join_all((0..50).map(|_| post_signed(&gw, "stripe", &body, "b"))).await;
-    let accepted = results.iter().filter(|(s, j)| *s == 200 && j["status"] == "accepted").count();
-    let duplicate = results.iter().filter(|(s, j)| *s == 200 && j["status"] == "duplicate").count();
+    let accepted = results
+        .iter()
+        .filter(|(s, j)| *s == 200 && j["status"] == "accepted")
+        .count();
+    let duplicate = results
+        .iter()
+        .filter(|(s, j)| *s == 200 && j["status"] == "duplicate")
+        .count();
     assert_eq!((accepted, duplicate), (1, 49));
     let stored = gw.state.store.read_after(None, 100).unwrap();
     assert_eq!(stored.len(), 3, "stripe evt_1, github, stripe evt_2");
@@ -233,19 +267,40 @@ async fn limits_unknown_routes_and_garbage_never_panic_or_5xx() {
     let c = client();
     // Oversize with a Content-Length, and chunked without one.
     let big = vec![b'x'; 2048];
-    let r = c.post(gw.url("stripe")).body(big.clone()).send().await.unwrap();
+    let r = c
+        .post(gw.url("stripe"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     let j: serde_json::Value = r.json().await.unwrap();
     assert_eq!(j["status"], "payload_too_large");
-    let stream = futures_util::stream::iter(big.chunks(100).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
-    let r = c.post(gw.url("stripe")).body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();
+    let stream = futures_util::stream::iter(
+        big.chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let r = c
+        .post(gw.url("stripe"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     // Unknown source and unknown route.
     let r = c.post(gw.url("nope")).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 404);
     let j: serde_json::Value = r.json().await.unwrap();
     assert_eq!(j["status"], "unknown_source");
-    assert_eq!(c.get(format!("http://{}/", gw.ingress)).send().await.unwrap().status(), 404);
+    assert_eq!(
+        c.get(format!("http://{}/", gw.ingress))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     // Garbage headers and non-UTF-8 bodies on every source.
     let junk_headers: &[(&str, &[u8])] = &[
         ("stripe-signature", b"t=,v1=zz,,,===="),
@@ -264,7 +319,12 @@ async fn limits_unknown_routes_and_garbage_never_panic_or_5xx() {
         ("x-acme-timestamp", b"abc"),
     ];
     for source in SOURCES {
-        for body in [&[0xff, 0xfe, 0x00, 0x80][..], b"", b"{\"id\":", b"not json at all"] {
+        for body in [
+            &[0xff, 0xfe, 0x00, 0x80][..],
+            b"",
+            b"{\"id\":",
+            b"not json at all",
+        ] {
             let mut req = c.post(gw.url(source)).body(body.to_vec());
             for (k, v) in junk_headers {
                 req = req.header(*k, reqwest::header::HeaderValue::from_bytes(v).unwrap());
@@ -281,7 +341,10 @@ async fn limits_unknown_routes_and_garbage_never_panic_or_5xx() {
 #[tokio::test]
 async fn per_ip_rate_limit_answers_429_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!("[server]\nper_ip_rate = \"5/s\"\n{}", all_providers_config());
+    let config = format!(
+        "[server]\nper_ip_rate = \"5/s\"\n{}",
+        all_providers_config()
+    );
     let gw = Gw::start(&config, dir.path()).await;
     let c = client();
     let mut limited = None;
@@ -293,7 +356,11 @@ async fn per_ip_rate_limit_answers_429_with_retry_after() {
         }
     }
     let r = limited.expect("a flood from one IP must hit 429");
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1);
     let j: serde_json::Value = r.json().await.unwrap();
     assert_eq!(j["status"], "rate_limited");
@@ -305,7 +372,11 @@ async fn a_poisoned_store_answers_503_and_is_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let gw = Gw::start(&all_providers_config(), dir.path()).await;
     let c = client();
-    let ready = c.get(format!("http://{}/readyz", gw.admin)).send().await.unwrap();
+    let ready = c
+        .get(format!("http://{}/readyz", gw.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     // A keep-alive connection opened before the failure sees the 503 itself;
     // the poisoned store then shuts the listener so no new connection is taken.
@@ -327,9 +398,15 @@ async fn a_poisoned_store_answers_503_and_is_not_ready() {
         }
         Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
     }
-    assert_eq!(gw.state.store.read_after(None, 10).unwrap().len(), 1, "nothing after the failure");
+    assert_eq!(
+        gw.state.store.read_after(None, 10).unwrap().len(),
+        1,
+        "nothing after the failure"
+    );
     assert!(!gw.state.is_ready());
-    let result = tokio::time::timeout(Duration::from_secs(20), gw.stop()).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), gw.stop())
+        .await
+        .unwrap();
     assert!(result.is_err(), "serve must report the poisoned store");
 }
 

@@ -1,5 +1,7 @@
 //! Integration tests: the real gateway over real HTTP on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod crash;
 mod delivery;
 mod harness;
