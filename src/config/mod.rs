@@ -22,6 +22,9 @@ use serde::Deserialize;
 
 pub use units::{parse_duration, parse_rate, parse_size, Rate};
 
+#[cfg(test)]
+mod tests;
+
 use crate::field::FieldRef;
 use crate::secret::Secret;
 use crate::verify::{SchemeOptions, Verifier};
@@ -485,13 +488,15 @@ fn validate_source(
         signed_payload: raw.signed_payload.clone(),
         public_url: raw.public_url.clone(),
     };
-    // With a secret that failed to resolve, the verifier would only repeat
-    // "no secrets"; its other checks still run on the secrets that did.
-    let verifier = match Verifier::new(&raw.provider, secrets.clone(), &options) {
+    // When a secret failed to resolve, the verifier sees fewer secrets than
+    // the file lists, so its `secrets[i]` indexes would point at the wrong
+    // entry: those problems are already reported above by their real index.
+    let all_resolved = secrets.len() == raw.secrets.len();
+    let verifier = match Verifier::new(&raw.provider, secrets, &options) {
         Ok(v) => Some(v),
         Err(problems) => {
             for pr in problems {
-                if pr.key == "secrets" && !raw.secrets.is_empty() {
+                if !all_resolved && pr.key.starts_with("secrets") {
                     continue;
                 }
                 p.add(&key(&pr.key), pr.message);
@@ -499,6 +504,7 @@ fn validate_source(
             None
         }
     };
+    let verifier = verifier.filter(|_| all_resolved);
     let field = |p: &mut Problems, k: &str, v: &Option<String>| match v {
         None => Some(None),
         Some(text) => p.parse(&key(k), Some(text), "", FieldRef::parse).map(Some),
