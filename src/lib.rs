@@ -185,17 +185,36 @@ impl Gateway {
     }
 }
 
-/// Periodic upkeep that is not on any request path: expiring dedupe markers.
+/// Periodic upkeep that is not on any request path: expiring dedupe markers
+/// and deleting delivered events past `storage.retention`.
 async fn housekeeping(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
     loop {
         tick.tick().await;
         let store = state.store.clone();
         let now = state.clock.now_ms();
-        match tokio::task::spawn_blocking(move || store.sweep_dedupe(now)).await {
-            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "expired dedupe markers"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "dedupe sweep failed"),
+        let retention_ms =
+            i64::try_from(state.config.storage.retention.as_millis()).unwrap_or(i64::MAX);
+        let swept = tokio::task::spawn_blocking(move || {
+            Ok::<_, store::StoreError>((
+                store.sweep_dedupe(now)?,
+                store.expire_delivered(now, retention_ms)?,
+            ))
+        })
+        .await;
+        match swept {
+            Ok(Ok((markers, events))) if markers + events > 0 => {
+                tracing::info!(
+                    markers,
+                    events,
+                    "expired dedupe markers and delivered events"
+                )
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
             _ => {}
         }
     }
 }
+
+/// How often housekeeping runs.
+pub const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);

@@ -71,11 +71,17 @@ backoff = { initial = "10m", max = "1s" }
     assert!(has("server.request_timeout:"), "{p:#?}");
     assert!(has("storage.dedupe_window:"), "{p:#?}");
     assert!(
-        p.contains(&"sources.stripe.secrets[0]: env var HOOKGATE_TEST_SURELY_UNSET_VAR is not set".to_string()),
+        p.contains(
+            &"sources.stripe.secrets[0]: env var HOOKGATE_TEST_SURELY_UNSET_VAR is not set"
+                .to_string()
+        ),
         "{p:#?}"
     );
     assert!(has("sources.stripe.entity:"), "{p:#?}");
-    assert!(has("sources.stripe.forward_to[0]: no destination named `nowhere`"), "{p:#?}");
+    assert!(
+        has("sources.stripe.forward_to[0]: no destination named `nowhere`"),
+        "{p:#?}"
+    );
     assert!(has("sources.acme.signature_header"), "{p:#?}");
     assert!(has("destinations.billing.url:"), "{p:#?}");
     assert!(has("destinations.billing.rate:"), "{p:#?}");
@@ -86,9 +92,14 @@ backoff = { initial = "10m", max = "1s" }
 
 #[test]
 fn unknown_keys_are_rejected_with_their_name() {
-    let p = problems(&format!("{MINIMAL}\n[server]\nlisten = \"0.0.0.0:1\"\nlisten_port = 3\n"));
+    let p = problems(&format!(
+        "{MINIMAL}\n[server]\nlisten = \"0.0.0.0:1\"\nlisten_port = 3\n"
+    ));
     assert!(p.iter().any(|x| x.contains("listen_port")), "{p:#?}");
-    let p = problems(&MINIMAL.replace("provider = \"stripe\"", "provider = \"stripe\"\nsecret = \"x\""));
+    let p = problems(&MINIMAL.replace(
+        "provider = \"stripe\"",
+        "provider = \"stripe\"\nsecret = \"x\"",
+    ));
     assert!(p.iter().any(|x| x.contains("secret")), "{p:#?}");
 }
 
@@ -98,7 +109,9 @@ fn secrets_come_from_env_files_or_literals_and_never_appear_in_messages() {
     let file = dir.path().join("secret");
     std::fs::write(&file, "whsec_from_file\n").unwrap();
     assert_eq!(
-        resolve_secret(&format!("file:{}", file.display())).unwrap().expose(),
+        resolve_secret(&format!("file:{}", file.display()))
+            .unwrap()
+            .expose(),
         "whsec_from_file"
     );
     assert_eq!(resolve_secret("literal").unwrap().expose(), "literal");
@@ -109,7 +122,10 @@ fn secrets_come_from_env_files_or_literals_and_never_appear_in_messages() {
         "provider = \"standard\"\nsecrets = [\"whsec_!!not-base64-SECRETVALUE\"]",
     );
     let p = problems(&text);
-    assert!(p.iter().any(|x| x.starts_with("sources.stripe.secrets[0]")), "{p:#?}");
+    assert!(
+        p.iter().any(|x| x.starts_with("sources.stripe.secrets[0]")),
+        "{p:#?}"
+    );
     assert!(p.iter().all(|x| !x.contains("SECRETVALUE")), "{p:#?}");
     // Secrets are redacted in the config's Debug output.
     let c = Config::parse(MINIMAL).unwrap();
@@ -125,22 +141,37 @@ fn a_bad_secret_index_is_reported_once_and_at_its_own_position() {
     let p = problems(&text);
     assert_eq!(
         p,
-        vec!["sources.stripe.secrets[0]: env var HOOKGATE_TEST_SURELY_UNSET_VAR is not set".to_string()]
+        vec![
+            "sources.stripe.secrets[0]: env var HOOKGATE_TEST_SURELY_UNSET_VAR is not set"
+                .to_string()
+        ]
     );
 }
 
 #[test]
 fn admin_off_loopback_needs_a_token() {
     let p = problems(&format!("[admin]\nlisten = \"0.0.0.0:9090\"\n{MINIMAL}"));
-    assert!(p.iter().any(|x| x.starts_with("admin.token: required")), "{p:#?}");
-    assert!(problems(&format!("[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"t\"\n{MINIMAL}")).is_empty());
+    assert!(
+        p.iter().any(|x| x.starts_with("admin.token: required")),
+        "{p:#?}"
+    );
+    assert!(problems(&format!(
+        "[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"t\"\n{MINIMAL}"
+    ))
+    .is_empty());
 }
 
 #[test]
 fn a_tolerance_on_a_scheme_without_timestamps_is_an_error() {
-    let text = MINIMAL.replace("provider = \"stripe\"", "provider = \"github\"\ntolerance = \"5m\"");
+    let text = MINIMAL.replace(
+        "provider = \"stripe\"",
+        "provider = \"github\"\ntolerance = \"5m\"",
+    );
     let p = problems(&text);
-    assert!(p.iter().any(|x| x.starts_with("sources.stripe.tolerance")), "{p:#?}");
+    assert!(
+        p.iter().any(|x| x.starts_with("sources.stripe.tolerance")),
+        "{p:#?}"
+    );
 }
 
 #[test]

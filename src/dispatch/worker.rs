@@ -92,12 +92,27 @@ impl Worker {
     /// [`DRAIN_GRACE`]; whatever does not finish stays pending in the store.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), StoreError> {
         let mut durable = self.store.watch_durable();
+        let mut epoch = self.store.watch_dispatch();
+        let mut reset = false;
         loop {
-            if self.window.len() < WINDOW / 2 {
+            // State changed behind our back (redrive, replay, resume): rebuild
+            // the window from the store once nothing is in flight, so lanes
+            // see the change in sequence order.
+            if reset && self.in_flight.is_empty() {
+                self.window.clear();
+                self.lanes.clear();
+                self.ready.clear();
+                self.timers.clear();
+                self.cursor = None;
+                reset = false;
+            }
+            if self.window.len() < WINDOW / 2 && !reset {
                 self.load()?;
             }
             self.promote_due();
-            self.start_ready();
+            if !reset {
+                self.start_ready();
+            }
             let next_timer = self.timers.first().map(|(at, _)| *at);
             let sleep = next_timer.map(|at| {
                 Duration::from_millis(u64::try_from(at - self.clock.now_ms()).unwrap_or(0))
@@ -112,6 +127,11 @@ impl Worker {
                 changed = durable.changed() => {
                     if changed.is_err() || durable.borrow().poisoned {
                         break;
+                    }
+                }
+                changed = epoch.changed() => {
+                    if changed.is_ok() {
+                        reset = true;
                     }
                 }
                 _ = cancel.cancelled() => break,

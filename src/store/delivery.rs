@@ -228,7 +228,52 @@ impl Store {
         batch.insert(keys::pending(dest, seq.0), erased::Json::to_json(&state)?);
         self.tree().apply_batch(batch)?;
         self.request_flush();
+        self.notify_dispatch();
         Ok(true)
+    }
+
+    /// Deletes events older than `retention` that have nothing left to do:
+    /// no pending delivery and no dead letter for any destination. Their
+    /// attempt records and delivered markers go with them. Returns how many
+    /// events were deleted. Undelivered events are never deleted.
+    pub fn expire_delivered(&self, now_ms: i64, retention_ms: i64) -> Result<usize, StoreError> {
+        let cutoff = now_ms.saturating_sub(retention_ms);
+        let durable = self.durable_seq().0;
+        let mut removed = 0;
+        for item in self.tree().range(keys::event(0)..=keys::event(durable)) {
+            let (k, v) = item?;
+            let seq = keys::seq_from_event_key(&k)?;
+            let (meta, _) = super::record::decode(&v)?;
+            if meta.received_at_ms > cutoff {
+                break;
+            }
+            let mut busy = false;
+            for dest in &meta.destinations {
+                busy |= self.tree().contains_key(keys::pending(dest, seq.0))?
+                    || self.tree().contains_key(keyed(keys::DEAD, dest, seq.0))?;
+            }
+            if busy {
+                continue;
+            }
+            let mut batch = sled::Batch::default();
+            batch.remove(k);
+            for dest in &meta.destinations {
+                batch.remove(keyed(keys::DELIVERED, dest, seq.0));
+                for a in self
+                    .tree()
+                    .scan_prefix(keyed(keys::ATTEMPT, dest, seq.0))
+                    .keys()
+                {
+                    batch.remove(a?);
+                }
+            }
+            self.tree().apply_batch(batch)?;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.request_flush();
+        }
+        Ok(removed)
     }
 }
 

@@ -193,6 +193,9 @@ struct Inner {
     /// Cancelled when the store is poisoned, so the process can exit.
     poison_token: CancellationToken,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bumped when delivery state changes behind dispatch's back (redrive,
+    /// replay, resume), so workers rebuild their window from the store.
+    dispatch_epoch: watch::Sender<u64>,
 }
 
 struct WriteState {
@@ -236,6 +239,7 @@ impl Store {
             closing: CancellationToken::new(),
             poison_token: CancellationToken::new(),
             flusher: Mutex::new(None),
+            dispatch_epoch: watch::channel(0).0,
         });
         let store = Store { inner };
         store.refresh_full_flag();
@@ -403,6 +407,16 @@ impl Store {
     /// and the events API wake on it instead of polling.
     pub fn watch_durable(&self) -> watch::Receiver<Durability> {
         self.inner.durable.subscribe()
+    }
+
+    /// Tells dispatch workers that pending state changed outside their loop.
+    pub fn notify_dispatch(&self) {
+        self.inner.dispatch_epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Receiver of [`Store::notify_dispatch`] signals.
+    pub fn watch_dispatch(&self) -> watch::Receiver<u64> {
+        self.inner.dispatch_epoch.subscribe()
     }
 
     /// True while the store accepts writes (readiness).

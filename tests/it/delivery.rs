@@ -3,6 +3,7 @@
 //! recording sinks on loopback.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -188,10 +189,13 @@ async fn a_failing_entity_does_not_stall_the_others_and_retry_after_is_honoured(
     gw.stop().await.unwrap();
 }
 
-async fn dead_letter_run(policy: &str) -> (Gw, Sink, tempfile::TempDir) {
-    let sink = Sink::start(|r, _| {
+async fn dead_letter_run(
+    policy: &str,
+    heal: Arc<AtomicBool>,
+) -> (Gw, Sink, String, tempfile::TempDir) {
+    let sink = Sink::start(move |r, _| {
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        if v["data"]["object"]["n"] == 0 {
+        if v["data"]["object"]["n"] == 0 && !heal.load(Ordering::SeqCst) {
             Reply::status(500)
         } else {
             Reply::ok()
@@ -200,7 +204,8 @@ async fn dead_letter_run(policy: &str) -> (Gw, Sink, tempfile::TempDir) {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("max_attempts = 3\nbackoff = {{ initial = \"1ms\", max = \"5ms\" }}\non_dead_letter = \"{policy}\"");
-    let gw = Gw::start(&config(&sink, &extra), dir.path()).await;
+    let cfg = config(&sink, &extra);
+    let gw = Gw::start(&cfg, dir.path()).await;
     post_all(
         &gw,
         &[
@@ -210,12 +215,12 @@ async fn dead_letter_run(policy: &str) -> (Gw, Sink, tempfile::TempDir) {
         ],
     )
     .await;
-    (gw, sink, dir)
+    (gw, sink, cfg, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letter_after_max_attempts_then_the_lane_skips_by_default() {
-    let (gw, sink, _dir) = dead_letter_run("skip").await;
+    let (gw, sink, _, _dir) = dead_letter_run("skip", Arc::default()).await;
     wait_for("lane moves on", Duration::from_secs(20), || async {
         sink.received().len() >= 2
     })
@@ -237,8 +242,9 @@ async fn dead_letter_after_max_attempts_then_the_lane_skips_by_default() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_dead_letter_block_stops_the_lane_until_redriven() {
-    let (gw, sink, _dir) = dead_letter_run("block").await;
+async fn on_dead_letter_block_stops_the_lane_across_restarts_until_redriven() {
+    let heal = Arc::new(AtomicBool::new(false));
+    let (gw, sink, cfg, dir) = dead_letter_run("block", heal.clone()).await;
     wait_for("dead letter", Duration::from_secs(20), || async {
         gw.state.store.dead_letters("app").unwrap().len() == 1 && !sink.received().is_empty()
     })
@@ -252,9 +258,27 @@ async fn on_dead_letter_block_stops_the_lane_until_redriven() {
         "blocked head + the held event"
     );
     gw.stop().await.unwrap();
-    // Restart: the lane is still blocked (state is in the store, not memory).
-    let dir = tempfile::tempdir().unwrap();
-    drop(dir);
+
+    // After a restart the lane is rebuilt from the store, still blocked.
+    let gw = Gw::start(&cfg, dir.path()).await;
+    let dead = gw.state.store.dead_letters("app").unwrap();
+    assert_eq!(dead.len(), 1);
+    heal.store(true, Ordering::SeqCst);
+    let attempts_before = sink.all().len();
+    assert!(gw.state.store.redrive("app", Seq(dead[0].seq)).unwrap());
+    wait_for("redriven lane drains", Duration::from_secs(20), || async {
+        sink.received().len() >= 3
+    })
+    .await;
+    let got: Vec<u64> = sink.received().iter().map(n_of).collect();
+    assert_eq!(got, vec![2, 0, 1], "the blocked lane resumes in order");
+    assert_eq!(
+        sink.all().len(),
+        attempts_before + 2,
+        "nothing was sent while blocked"
+    );
+    assert!(gw.state.store.dead_letters("app").unwrap().is_empty());
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,4 +413,42 @@ pub fn assert_order_per_entity(got: &[Received]) {
         }
         last.insert(e, s);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_events_with_nothing_left_to_do() {
+    let sink = Sink::start(|r, _| match n_of(r) {
+        0 => Reply::status(500),
+        2 => Reply {
+            status: 200,
+            headers: vec![],
+            delay: Duration::from_secs(30),
+        },
+        _ => Reply::ok(),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gw::start(&config(&sink, "max_attempts = 1\ntimeout = \"60s\""), dir.path()).await;
+    let mut ids = Vec::new();
+    for n in 0..3u32 {
+        let (_, j) = post_signed(&gw, "stripe", &event(n, &format!("cus_{n}")), "").await;
+        ids.push(Seq::parse_event_id(j["id"].as_str().unwrap()).unwrap());
+    }
+    wait_for("dead letter and a delivery", Duration::from_secs(20), || async {
+        gw.state.store.dead_letters("app").unwrap().len() == 1
+            && sink.received().iter().any(|r| n_of(r) == 1)
+            && sink.all().iter().any(|r| n_of(r) == 2)
+    })
+    .await;
+    let store = &gw.state.store;
+    // Nothing is younger than a 1-hour retention.
+    assert_eq!(store.expire_delivered(now_ms(), 3_600_000).unwrap(), 0);
+    // With zero retention only the delivered event goes; the dead letter and
+    // the in-flight delivery stay.
+    assert_eq!(store.expire_delivered(now_ms() + 1, 0).unwrap(), 1);
+    assert!(store.get(ids[1]).unwrap().is_none());
+    assert!(store.attempts("app", ids[1]).unwrap().is_empty());
+    assert!(store.get(ids[0]).unwrap().is_some(), "dead letters are kept");
+    assert!(store.get(ids[2]).unwrap().is_some(), "pending events are kept");
+    drop(gw);
 }
