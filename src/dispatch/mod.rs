@@ -38,8 +38,18 @@ impl Dispatcher {
         cancel: &CancellationToken,
     ) -> anyhow::Result<Dispatcher> {
         let mut tasks = Vec::new();
+        let late_policy: std::collections::HashMap<_, _> = config
+            .sources
+            .iter()
+            .map(|(name, s)| (name.clone(), s.on_late))
+            .collect();
         for (name, dest) in &config.destinations {
-            let worker = worker::Worker::new(Arc::clone(dest), store.clone(), clock.clone())?;
+            let worker = worker::Worker::new(
+                Arc::clone(dest),
+                late_policy.clone(),
+                store.clone(),
+                clock.clone(),
+            )?;
             let token = cancel.child_token();
             let dest_name = name.clone();
             let handle = tokio::spawn(async move {

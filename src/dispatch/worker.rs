@@ -15,7 +15,7 @@
 //!   the next retry deadline, or by cancellation; it never polls on a fixed
 //!   sleep.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use super::outbound::Outbound;
 use super::pacer::Pacer;
 use super::retry::{decide, AttemptResult, Decision};
 use crate::clock::Clock;
-use crate::config::{DeadLetterPolicy, DestinationConfig};
+use crate::config::{DeadLetterPolicy, DestinationConfig, LatePolicy};
 use crate::store::{AttemptRecord, DeadLetter, PendingState, Seq, Store, StoreError, Transition};
 
 /// Most pending deliveries held in memory per destination.
@@ -39,6 +39,23 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
 struct Slot {
     state: PendingState,
     lane: Option<String>,
+    in_flight: bool,
+}
+
+/// One (source, entity) lane: its loaded deliveries in delivery order, the
+/// one currently scheduled or in flight, and the newest provider time it
+/// has delivered (for late-event detection).
+#[derive(Default)]
+struct Lane {
+    queue: BTreeSet<(i64, Seq)>,
+    active: Option<Seq>,
+    mark: Option<Option<i64>>,
+}
+
+/// Delivery order inside a lane: provider time when the source restores it
+/// (reorder window), then sequence; without a window, sequence alone.
+fn lane_key(state: &PendingState, seq: Seq) -> (i64, Seq) {
+    (state.order_ms.unwrap_or(i64::MIN), seq)
 }
 
 /// What an attempt task reports back.
@@ -58,7 +75,8 @@ pub struct Worker {
     outbound: Outbound,
     pacer: Option<Arc<Pacer>>,
     window: BTreeMap<Seq, Slot>,
-    lanes: HashMap<String, VecDeque<Seq>>,
+    lanes: HashMap<String, Lane>,
+    late_policy: HashMap<String, LatePolicy>,
     ready: BTreeSet<Seq>,
     timers: BTreeSet<(i64, Seq)>,
     cursor: Option<Seq>,
@@ -67,7 +85,12 @@ pub struct Worker {
 
 impl Worker {
     /// Prepares the worker (HTTP client, pacer thread).
-    pub fn new(dest: Arc<DestinationConfig>, store: Store, clock: Clock) -> anyhow::Result<Worker> {
+    pub fn new(
+        dest: Arc<DestinationConfig>,
+        late_policy: HashMap<String, LatePolicy>,
+        store: Store,
+        clock: Clock,
+    ) -> anyhow::Result<Worker> {
         let outbound = Outbound::new(&dest)?;
         let pacer = match dest.rate {
             Some(rate) => Some(Arc::new(Pacer::start(&dest.name, rate, dest.burst)?)),
@@ -81,6 +104,7 @@ impl Worker {
             pacer,
             window: BTreeMap::new(),
             lanes: HashMap::new(),
+            late_policy,
             ready: BTreeSet::new(),
             timers: BTreeSet::new(),
             cursor: None,
@@ -162,21 +186,75 @@ impl Worker {
             .pending_after(&self.dest.name, self.cursor, room)?;
         for (seq, state) in page {
             self.cursor = Some(seq);
-            let lane = state.entity.clone();
-            let head = match &lane {
-                Some(key) => {
-                    let q = self.lanes.entry(key.clone()).or_default();
-                    q.push_back(seq);
-                    q.len() == 1
-                }
-                None => true,
-            };
-            self.window.insert(seq, Slot { state, lane });
-            if head {
-                self.schedule(seq);
+            let lane = state.lane();
+            if let Some(key) = &lane {
+                let order = lane_key(&state, seq);
+                self.lanes.entry(key.clone()).or_default().queue.insert(order);
+            }
+            self.window.insert(
+                seq,
+                Slot {
+                    state,
+                    lane: lane.clone(),
+                    in_flight: false,
+                },
+            );
+            match lane {
+                Some(key) => self.refresh_lane(&key),
+                None => self.schedule(seq),
             }
         }
         Ok(())
+    }
+
+    /// Makes the lane's first delivery the scheduled one. A newly loaded
+    /// event that sorts before a held (not yet sent) head takes its place:
+    /// that is the reorder window at work. An in-flight head is never
+    /// preempted.
+    fn refresh_lane(&mut self, key: &str) {
+        let Some(lane) = self.lanes.get(key) else { return };
+        let head = lane.queue.first().map(|(_, s)| *s);
+        let active = lane.active;
+        match (active, head) {
+            (Some(a), Some(h)) if a == h => {}
+            (Some(a), _) if self.window.get(&a).is_some_and(|s| s.in_flight) => {}
+            (_, None) => {
+                if let Some(a) = active {
+                    self.unschedule(a);
+                }
+                self.lanes.remove(key);
+            }
+            (previous, Some(h)) => {
+                if let Some(a) = previous {
+                    self.unschedule(a);
+                    tracing::debug!(destination = %self.dest.name, held = a.0, first = h.0, "reordered by provider time");
+                }
+                if let Some(lane) = self.lanes.get_mut(key) {
+                    lane.active = Some(h);
+                }
+                self.schedule(h);
+            }
+        }
+    }
+
+    fn unschedule(&mut self, seq: Seq) {
+        self.ready.remove(&seq);
+        if let Some(slot) = self.window.get(&seq) {
+            self.timers.remove(&(slot.state.next_at_ms, seq));
+        }
+    }
+
+    /// True when a newer provider time was already delivered on this lane.
+    fn is_late(&mut self, seq: Seq) -> Result<bool, StoreError> {
+        let Some(slot) = self.window.get(&seq) else { return Ok(false) };
+        let (Some(key), Some(pt)) = (slot.lane.clone(), slot.state.provider_time_ms) else {
+            return Ok(false);
+        };
+        let Some(lane) = self.lanes.get_mut(&key) else { return Ok(false) };
+        if lane.mark.is_none() {
+            lane.mark = Some(self.store.lane_mark(&self.dest.name, &key)?);
+        }
+        Ok(lane.mark.flatten().is_some_and(|mark| pt < mark))
     }
 
     /// Puts a lane head where it belongs: ready, waiting for a timer, or
@@ -216,6 +294,24 @@ impl Worker {
                 continue;
             };
             let attempt = slot.state.attempts + 1;
+            let source = slot.state.source.clone();
+            let late = match self.is_late(seq) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(destination = %self.dest.name, error = %e, "cannot read lane mark");
+                    false
+                }
+            };
+            if late {
+                let policy = self.late_policy.get(&source).copied().unwrap_or(LatePolicy::Deliver);
+                tracing::info!(destination = %self.dest.name, source = %source, seq = seq.0, ?policy, "late event");
+                if policy != LatePolicy::Deliver {
+                    if let Err(e) = self.settle_late(seq, attempt, policy) {
+                        tracing::error!(destination = %self.dest.name, error = %e, "cannot record late event");
+                    }
+                    continue;
+                }
+            }
             let event = match self.store.get(seq) {
                 Ok(Some(e)) => e,
                 Ok(None) => {
@@ -231,6 +327,9 @@ impl Worker {
                     continue;
                 }
             };
+            if let Some(slot) = self.window.get_mut(&seq) {
+                slot.in_flight = true;
+            }
             let outbound = self.outbound.clone();
             let pacer = self.pacer.clone();
             let clock = self.clock.clone();
@@ -239,7 +338,7 @@ impl Worker {
                     p.acquire().await;
                 }
                 let started_ms = clock.now_ms();
-                let (result, took) = outbound.send(&event, attempt, started_ms, false).await;
+                let (result, took) = outbound.send(&event, attempt, started_ms, late).await;
                 Finished {
                     seq,
                     attempt,
@@ -249,6 +348,42 @@ impl Worker {
                 }
             });
         }
+    }
+
+    /// A late event under `dead_letter` or `drop`: recorded without sending.
+    fn settle_late(&mut self, seq: Seq, attempt: u32, policy: LatePolicy) -> Result<(), StoreError> {
+        let Some(slot) = self.window.get(&seq) else { return Ok(()) };
+        let now = self.clock.now_ms();
+        let (outcome, transition) = match policy {
+            LatePolicy::Drop => ("dropped_late", Transition::Dropped),
+            _ => (
+                "late_dead_letter",
+                Transition::Dead {
+                    letter: DeadLetter {
+                        seq: seq.0,
+                        destination: self.dest.name.clone(),
+                        attempts: 0,
+                        last_error: "late: its entity already delivered a newer event".into(),
+                        dead_at_ms: now,
+                        entity: slot.state.entity.clone(),
+                    },
+                    block: false,
+                    pending: slot.state.clone(),
+                },
+            ),
+        };
+        let record = AttemptRecord {
+            attempt,
+            at_ms: now,
+            duration_ms: 0,
+            status: None,
+            error: Some("late event".into()),
+            outcome: outcome.into(),
+        };
+        self.store
+            .record_attempt(&self.dest.name, seq, &record, &transition, now)?;
+        self.finish_slot(seq);
+        Ok(())
     }
 
     /// Records an attempt's outcome and moves the lane on (or not).
@@ -283,6 +418,8 @@ impl Worker {
         };
         tracing::debug!(destination = %self.dest.name, seq = done.seq.0, attempt = done.attempt, ?status, outcome, "delivery attempt");
         let now = self.clock.now_ms();
+        let slot_lane = slot.lane.clone();
+        let provider_time = slot.state.provider_time_ms;
         let mut state = slot.state.clone();
         state.attempts = done.attempt;
         let transition = match decision {
@@ -316,8 +453,19 @@ impl Worker {
         };
         self.store
             .record_attempt(&self.dest.name, done.seq, &record, &transition, now)?;
+        if let (Transition::Delivered, Some(key), Some(pt)) = (&transition, &slot_lane, provider_time) {
+            let lane = self.lanes.entry(key.clone()).or_default();
+            let newer = lane.mark.flatten().is_none_or(|m| pt > m);
+            if newer {
+                lane.mark = Some(Some(pt));
+                self.store.set_lane_mark(&self.dest.name, key, pt)?;
+            }
+        }
+        if let Some(slot) = self.window.get_mut(&done.seq) {
+            slot.in_flight = false;
+        }
         match transition {
-            Transition::Delivered => self.finish_slot(done.seq),
+            Transition::Delivered | Transition::Dropped => self.finish_slot(done.seq),
             Transition::Dead { block: false, .. } => self.finish_slot(done.seq),
             Transition::Dead { block: true, .. } => {
                 if let Some(slot) = self.window.get_mut(&done.seq) {
@@ -336,24 +484,15 @@ impl Worker {
 
     /// Removes a finished delivery and schedules its lane's next event.
     fn finish_slot(&mut self, seq: Seq) {
-        let Some(slot) = self.window.remove(&seq) else {
-            return;
-        };
+        self.unschedule(seq);
+        let Some(slot) = self.window.remove(&seq) else { return };
         let Some(key) = slot.lane else { return };
-        let next = match self.lanes.get_mut(&key) {
-            Some(q) => {
-                if q.front() == Some(&seq) {
-                    q.pop_front();
-                }
-                q.front().copied()
-            }
-            None => None,
-        };
-        match next {
-            Some(n) => self.schedule(n),
-            None => {
-                self.lanes.remove(&key);
+        if let Some(lane) = self.lanes.get_mut(&key) {
+            lane.queue.remove(&lane_key(&slot.state, seq));
+            if lane.active == Some(seq) {
+                lane.active = None;
             }
         }
+        self.refresh_lane(&key);
     }
 }

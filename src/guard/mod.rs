@@ -109,7 +109,14 @@ pub fn admit(
         },
         body,
         dedupe,
+        release_at_ms: now_ms.saturating_add(window_ms(source)),
+        order_ms: (!source.reorder_window.is_zero()).then_some(provider_time_ms.unwrap_or(now_ms)),
     })
+}
+
+/// The source's reorder window in ms (0 = off).
+fn window_ms(source: &SourceConfig) -> i64 {
+    i64::try_from(source.reorder_window.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 /// The provider's event time in unix ms: a number (seconds or milliseconds,

@@ -13,6 +13,7 @@
 //! | `a` dest `\0` seq attempt (BE u32) | [`AttemptRecord`] (JSON) |
 //! | `o` dest `\0` seq | delivered at, unix ms (BE) |
 //! | `x` dest `\0` seq | [`DeadLetter`] (JSON) |
+//! | `w` dest `\0` source `\0` entity | highest provider time delivered on the lane (BE) |
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,22 @@ pub struct PendingState {
     /// The lane is stopped behind this dead letter (`on_dead_letter = "block"`).
     #[serde(default, rename = "b", skip_serializing_if = "std::ops::Not::not")]
     pub blocked: bool,
+    /// Source name: lanes are per (source, entity).
+    #[serde(default, rename = "s")]
+    pub source: String,
+    /// The provider's event time, unix ms, for late-event detection.
+    #[serde(default, rename = "p", skip_serializing_if = "Option::is_none")]
+    pub provider_time_ms: Option<i64>,
+    /// Lane sort key (provider time) when the source has a reorder window.
+    #[serde(default, rename = "o", skip_serializing_if = "Option::is_none")]
+    pub order_ms: Option<i64>,
+}
+
+impl PendingState {
+    /// The lane this delivery belongs to: `source \0 entity`, or none.
+    pub fn lane(&self) -> Option<String> {
+        self.entity.as_ref().map(|e| format!("{}\0{e}", self.source))
+    }
 }
 
 /// One delivery attempt and its result.
@@ -80,6 +97,9 @@ pub enum Transition {
     Delivered,
     /// Try again later.
     Retry(PendingState),
+    /// A late event dropped by policy: no longer pending, kept for operators
+    /// (its attempt record says `dropped_late`).
+    Dropped,
     /// Out of attempts: dead-letter; `block` keeps the lane stopped.
     Dead {
         /// The dead-letter record.
@@ -89,6 +109,13 @@ pub enum Transition {
         /// The pending state to keep when blocking.
         pending: PendingState,
     },
+}
+
+fn lane_mark_key(dest: &str, lane: &str) -> Vec<u8> {
+    let mut k = keys::pending_prefix(dest);
+    k[0] = keys::LANE_MARK;
+    k.extend_from_slice(lane.as_bytes());
+    k
 }
 
 fn keyed(prefix: u8, dest: &str, seq: u64) -> Vec<u8> {
@@ -152,6 +179,7 @@ impl Store {
                     now_ms.to_be_bytes().to_vec(),
                 );
             }
+            Transition::Dropped => batch.remove(pkey),
             Transition::Retry(state) => batch.insert(pkey, json(state)?),
             Transition::Dead {
                 letter,
@@ -168,6 +196,42 @@ impl Store {
         }
         self.tree().apply_batch(batch)?;
         self.request_flush();
+        Ok(())
+    }
+
+    /// A pending state for delivering `seq` to `dest` again from attempt 1:
+    /// the existing entry (a blocked lane head) reset, or one rebuilt from the
+    /// event record so it joins the right (source, entity) lane. `None` when
+    /// the event is gone.
+    pub fn fresh_pending(&self, dest: &str, seq: Seq) -> Result<Option<PendingState>, StoreError> {
+        if let Some(v) = self.tree().get(keys::pending(dest, seq.0))? {
+            let mut state: PendingState =
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            state.attempts = 0;
+            state.blocked = false;
+            state.next_at_ms = 0;
+            return Ok(Some(state));
+        }
+        Ok(self.get(seq)?.map(|event| PendingState {
+            entity: event.meta.entity,
+            source: event.meta.source,
+            provider_time_ms: event.meta.provider_time_ms,
+            ..PendingState::default()
+        }))
+    }
+
+    /// Highest provider time delivered so far on a lane (late-event detection).
+    pub fn lane_mark(&self, dest: &str, lane: &str) -> Result<Option<i64>, StoreError> {
+        match self.tree().get(lane_mark_key(dest, lane))? {
+            Some(v) => Ok(Some(be_u64(&v)? as i64)),
+            None => Ok(None),
+        }
+    }
+
+    /// Raises a lane's delivered provider-time mark.
+    pub fn set_lane_mark(&self, dest: &str, lane: &str, provider_time_ms: i64) -> Result<(), StoreError> {
+        self.tree()
+            .insert(lane_mark_key(dest, lane), provider_time_ms.to_be_bytes().to_vec())?;
         Ok(())
     }
 
@@ -221,10 +285,10 @@ impl Store {
         };
         let mut batch = sled::Batch::default();
         batch.remove(keyed(keys::DEAD, dest, seq.0));
-        let state = PendingState {
+        let state = self.fresh_pending(dest, seq)?.unwrap_or(PendingState {
             entity: letter.entity,
             ..PendingState::default()
-        };
+        });
         batch.insert(keys::pending(dest, seq.0), erased::Json::to_json(&state)?);
         self.tree().apply_batch(batch)?;
         self.request_flush();

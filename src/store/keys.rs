@@ -15,6 +15,8 @@ pub const ATTEMPT: u8 = b'a';
 pub const DELIVERED: u8 = b'o';
 /// Prefix of dead letters.
 pub const DEAD: u8 = b'x';
+/// Prefix of per-lane delivered provider-time marks.
+pub const LANE_MARK: u8 = b'w';
 /// Key of the persisted next sequence.
 pub const META_NEXT_SEQ: &[u8] = b"mnext_seq";
 

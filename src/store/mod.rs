@@ -127,6 +127,11 @@ pub struct NewEvent {
     pub body: Bytes,
     /// Markers that make a later copy a duplicate.
     pub dedupe: Vec<DedupeKey>,
+    /// Not deliverable before this time, unix ms (the reorder window's hold).
+    pub release_at_ms: i64,
+    /// Lane sort key when the source restores provider order; `None` keeps
+    /// arrival (sequence) order.
+    pub order_ms: Option<i64>,
 }
 
 /// An event read back from the store.
@@ -293,6 +298,10 @@ impl Store {
                     }
                     let pending = serde_json::to_vec(&PendingState {
                         entity: event.meta.entity.clone(),
+                        source: event.meta.source.clone(),
+                        provider_time_ms: event.meta.provider_time_ms,
+                        order_ms: event.order_ms,
+                        next_at_ms: event.release_at_ms,
                         ..PendingState::default()
                     })
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
