@@ -189,7 +189,11 @@ impl Worker {
             let lane = state.lane();
             if let Some(key) = &lane {
                 let order = lane_key(&state, seq);
-                self.lanes.entry(key.clone()).or_default().queue.insert(order);
+                self.lanes
+                    .entry(key.clone())
+                    .or_default()
+                    .queue
+                    .insert(order);
             }
             self.window.insert(
                 seq,
@@ -212,7 +216,9 @@ impl Worker {
     /// that is the reorder window at work. An in-flight head is never
     /// preempted.
     fn refresh_lane(&mut self, key: &str) {
-        let Some(lane) = self.lanes.get(key) else { return };
+        let Some(lane) = self.lanes.get(key) else {
+            return;
+        };
         let head = lane.queue.first().map(|(_, s)| *s);
         let active = lane.active;
         match (active, head) {
@@ -246,11 +252,15 @@ impl Worker {
 
     /// True when a newer provider time was already delivered on this lane.
     fn is_late(&mut self, seq: Seq) -> Result<bool, StoreError> {
-        let Some(slot) = self.window.get(&seq) else { return Ok(false) };
+        let Some(slot) = self.window.get(&seq) else {
+            return Ok(false);
+        };
         let (Some(key), Some(pt)) = (slot.lane.clone(), slot.state.provider_time_ms) else {
             return Ok(false);
         };
-        let Some(lane) = self.lanes.get_mut(&key) else { return Ok(false) };
+        let Some(lane) = self.lanes.get_mut(&key) else {
+            return Ok(false);
+        };
         if lane.mark.is_none() {
             lane.mark = Some(self.store.lane_mark(&self.dest.name, &key)?);
         }
@@ -303,7 +313,11 @@ impl Worker {
                 }
             };
             if late {
-                let policy = self.late_policy.get(&source).copied().unwrap_or(LatePolicy::Deliver);
+                let policy = self
+                    .late_policy
+                    .get(&source)
+                    .copied()
+                    .unwrap_or(LatePolicy::Deliver);
                 tracing::info!(destination = %self.dest.name, source = %source, seq = seq.0, ?policy, "late event");
                 if policy != LatePolicy::Deliver {
                     if let Err(e) = self.settle_late(seq, attempt, policy) {
@@ -351,8 +365,15 @@ impl Worker {
     }
 
     /// A late event under `dead_letter` or `drop`: recorded without sending.
-    fn settle_late(&mut self, seq: Seq, attempt: u32, policy: LatePolicy) -> Result<(), StoreError> {
-        let Some(slot) = self.window.get(&seq) else { return Ok(()) };
+    fn settle_late(
+        &mut self,
+        seq: Seq,
+        attempt: u32,
+        policy: LatePolicy,
+    ) -> Result<(), StoreError> {
+        let Some(slot) = self.window.get(&seq) else {
+            return Ok(());
+        };
         let now = self.clock.now_ms();
         let (outcome, transition) = match policy {
             LatePolicy::Drop => ("dropped_late", Transition::Dropped),
@@ -453,7 +474,9 @@ impl Worker {
         };
         self.store
             .record_attempt(&self.dest.name, done.seq, &record, &transition, now)?;
-        if let (Transition::Delivered, Some(key), Some(pt)) = (&transition, &slot_lane, provider_time) {
+        if let (Transition::Delivered, Some(key), Some(pt)) =
+            (&transition, &slot_lane, provider_time)
+        {
             let lane = self.lanes.entry(key.clone()).or_default();
             let newer = lane.mark.flatten().is_none_or(|m| pt > m);
             if newer {
@@ -485,7 +508,9 @@ impl Worker {
     /// Removes a finished delivery and schedules its lane's next event.
     fn finish_slot(&mut self, seq: Seq) {
         self.unschedule(seq);
-        let Some(slot) = self.window.remove(&seq) else { return };
+        let Some(slot) = self.window.remove(&seq) else {
+            return;
+        };
         let Some(key) = slot.lane else { return };
         if let Some(lane) = self.lanes.get_mut(&key) {
             lane.queue.remove(&lane_key(&slot.state, seq));

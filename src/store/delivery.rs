@@ -49,7 +49,9 @@ pub struct PendingState {
 impl PendingState {
     /// The lane this delivery belongs to: `source \0 entity`, or none.
     pub fn lane(&self) -> Option<String> {
-        self.entity.as_ref().map(|e| format!("{}\0{e}", self.source))
+        self.entity
+            .as_ref()
+            .map(|e| format!("{}\0{e}", self.source))
     }
 }
 
@@ -229,9 +231,16 @@ impl Store {
     }
 
     /// Raises a lane's delivered provider-time mark.
-    pub fn set_lane_mark(&self, dest: &str, lane: &str, provider_time_ms: i64) -> Result<(), StoreError> {
-        self.tree()
-            .insert(lane_mark_key(dest, lane), provider_time_ms.to_be_bytes().to_vec())?;
+    pub fn set_lane_mark(
+        &self,
+        dest: &str,
+        lane: &str,
+        provider_time_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.tree().insert(
+            lane_mark_key(dest, lane),
+            provider_time_ms.to_be_bytes().to_vec(),
+        )?;
         Ok(())
     }
 

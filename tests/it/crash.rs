@@ -222,23 +222,44 @@ async fn kill_9_mid_delivery_delivers_every_acknowledged_event_in_entity_order()
     for round in 0..2u64 {
         let mut proc = Proc::start(&config);
         let stop = tokio_util::sync::CancellationToken::new();
-        let poster = tokio::spawn(post_until(proc.ingress, 8, 20, stop.clone(), acked.clone(), round * 100_000_000));
+        let poster = tokio::spawn(post_until(
+            proc.ingress,
+            8,
+            20,
+            stop.clone(),
+            acked.clone(),
+            round * 100_000_000,
+        ));
         // Kill while deliveries are flowing and a backlog is pending.
         let before = sink.received().len();
-        wait_for("deliveries under way", Duration::from_secs(30), || async { sink.received().len() >= before + 200 }).await;
+        wait_for("deliveries under way", Duration::from_secs(30), || async {
+            sink.received().len() >= before + 200
+        })
+        .await;
         proc.kill9();
         stop.cancel();
         poster.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > sink.received().len(), "the kill must leave a backlog");
+    assert!(
+        acked.len() > sink.received().len(),
+        "the kill must leave a backlog"
+    );
     // Restart and let it drain.
     let _proc = Proc::start(&config);
     let want: HashSet<String> = acked.keys().cloned().collect();
-    wait_for("every acknowledged event delivered", Duration::from_secs(60), || async {
-        let got: HashSet<String> = sink.received().iter().filter_map(|r| r.header("webhook-id")).collect();
-        want.is_subset(&got)
-    })
+    wait_for(
+        "every acknowledged event delivered",
+        Duration::from_secs(60),
+        || async {
+            let got: HashSet<String> = sink
+                .received()
+                .iter()
+                .filter_map(|r| r.header("webhook-id"))
+                .collect();
+            want.is_subset(&got)
+        },
+    )
     .await;
     // Per entity, never backwards (a redelivery after the crash may repeat).
     let mut last: BTreeMap<String, Seq> = BTreeMap::new();

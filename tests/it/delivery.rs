@@ -428,17 +428,25 @@ async fn retention_deletes_only_events_with_nothing_left_to_do() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gw::start(&config(&sink, "max_attempts = 1\ntimeout = \"60s\""), dir.path()).await;
+    let gw = Gw::start(
+        &config(&sink, "max_attempts = 1\ntimeout = \"60s\""),
+        dir.path(),
+    )
+    .await;
     let mut ids = Vec::new();
     for n in 0..3u32 {
         let (_, j) = post_signed(&gw, "stripe", &event(n, &format!("cus_{n}")), "").await;
         ids.push(Seq::parse_event_id(j["id"].as_str().unwrap()).unwrap());
     }
-    wait_for("dead letter and a delivery", Duration::from_secs(20), || async {
-        gw.state.store.dead_letters("app").unwrap().len() == 1
-            && sink.received().iter().any(|r| n_of(r) == 1)
-            && sink.all().iter().any(|r| n_of(r) == 2)
-    })
+    wait_for(
+        "dead letter and a delivery",
+        Duration::from_secs(20),
+        || async {
+            gw.state.store.dead_letters("app").unwrap().len() == 1
+                && sink.received().iter().any(|r| n_of(r) == 1)
+                && sink.all().iter().any(|r| n_of(r) == 2)
+        },
+    )
     .await;
     let store = &gw.state.store;
     // Nothing is younger than a 1-hour retention.
@@ -448,7 +456,13 @@ async fn retention_deletes_only_events_with_nothing_left_to_do() {
     assert_eq!(store.expire_delivered(now_ms() + 1, 0).unwrap(), 1);
     assert!(store.get(ids[1]).unwrap().is_none());
     assert!(store.attempts("app", ids[1]).unwrap().is_empty());
-    assert!(store.get(ids[0]).unwrap().is_some(), "dead letters are kept");
-    assert!(store.get(ids[2]).unwrap().is_some(), "pending events are kept");
+    assert!(
+        store.get(ids[0]).unwrap().is_some(),
+        "dead letters are kept"
+    );
+    assert!(
+        store.get(ids[2]).unwrap().is_some(),
+        "pending events are kept"
+    );
     drop(gw);
 }

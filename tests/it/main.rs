@@ -6,3 +6,4 @@ mod crash;
 mod delivery;
 mod harness;
 mod ingest;
+mod reorder;
