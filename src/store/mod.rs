@@ -37,6 +37,7 @@
 //! | `e` seq | event record ([`record`]) |
 //! | `d` source `\0` kind id | dedupe marker: seq, received_at (both BE) |
 //! | `p` destination `\0` seq | pending delivery state (JSON) |
+//! | `a`, `o`, `x`, `w` destination `\0` ... | attempts, delivered markers, dead letters, lane marks ([`delivery`]) |
 //! | `m` name | store metadata (`next_seq`) |
 //!
 //! Sequences are assigned under the write lock that also applies the batch,
@@ -47,6 +48,7 @@
 
 pub mod delivery;
 pub mod keys;
+pub mod query;
 pub mod record;
 
 use std::fs::File;
