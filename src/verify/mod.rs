@@ -25,6 +25,7 @@ use crate::secret::Secret;
 mod github;
 mod gitlab;
 mod header;
+mod hex_list;
 mod hmac;
 mod linear;
 mod mac;
@@ -131,15 +132,15 @@ pub struct SignedRequest {
 /// The configured scheme, with its key bytes already derived.
 #[derive(Debug, Clone)]
 enum Scheme {
-    Stripe(stripe::Stripe),
+    Stripe(hex_list::HexListScheme),
     Github(github::Github),
     Standard(standard::Standard),
     Slack(slack::Slack),
     Shopify(shopify::Shopify),
-    Workos(workos::Workos),
+    Workos(hex_list::HexListScheme),
     Twilio(twilio::Twilio),
     Gitlab(gitlab::Gitlab),
-    Paddle(paddle::Paddle),
+    Paddle(hex_list::HexListScheme),
     Linear(linear::Linear),
     Hmac(self::hmac::Generic),
 }

@@ -7,58 +7,28 @@
 //! last, which this deliberately does not copy), and undecodable ones such as
 //! `h1=dummy` are simply non-matching.
 
-use super::header::{self, MAX_SIGNATURES};
-use super::mac::{self, Algorithm, Key};
-use super::{headers_only, SignedRequest, UnverifiedRequest, Verified, VerifyError};
+use super::hex_list::{HexListFormat, HexListScheme};
 use crate::secret::Secret;
 
-/// The signature header, lowercase.
-const HEADER: &str = "paddle-signature";
+/// The header layout and signed bytes of this provider.
+pub(crate) const FORMAT: HexListFormat = HexListFormat {
+    header: "paddle-signature",
+    wire_name: "Paddle-Signature",
+    sep: ';',
+    sign_sep: ";",
+    ts_key: "ts",
+    sig_key: "h1",
+    joiner: b":",
+    millis: false,
+};
 
-/// Paddle's scheme with its key bytes.
-#[derive(Debug, Clone)]
-pub(crate) struct Paddle {
-    keys: Vec<Key>,
-}
+/// Constructor namespace: the scheme itself is the shared [`HexListScheme`].
+pub(crate) struct Paddle;
 
 impl Paddle {
-    /// Keys are the secrets' UTF-8 bytes.
-    pub(crate) fn new(secrets: &[Secret]) -> Paddle {
-        Paddle {
-            keys: secrets.iter().map(Key::utf8).collect(),
-        }
-    }
-
-    /// Checks every `h1` against every secret.
-    pub(crate) fn verify(&self, req: &UnverifiedRequest) -> Result<Verified, VerifyError> {
-        let value = header::text(&req.headers, HEADER)?;
-        let list = header::timestamped_list(value, ';', "ts", "h1", HEADER)?;
-        let signed_at_ms = header::seconds_to_ms(list.timestamp, HEADER)?;
-        let candidates: Vec<Vec<u8>> = list
-            .signatures
-            .iter()
-            .take(MAX_SIGNATURES)
-            .filter_map(|s| mac::decode_hex(s))
-            .collect();
-        let parts: [&[u8]; 3] = [list.timestamp.as_bytes(), b":", &req.body];
-        let matched = mac::find_match(Algorithm::Sha256, &self.keys, &parts, &candidates)
-            .ok_or(VerifyError::Mismatch)?;
-        Ok(Verified {
-            signed_at_ms: Some(signed_at_ms),
-            replay_token: mac::replay_token(&matched, Some(list.timestamp)),
-        })
-    }
-
-    /// `Paddle-Signature: ts=<now s>;h1=<hex>` with the first secret.
-    pub(crate) fn sign(&self, body: &[u8], now_ms: i64) -> SignedRequest {
-        let ts = now_ms.div_euclid(1000).to_string();
-        let sig = self
-            .keys
-            .first()
-            .and_then(|k| Algorithm::Sha256.mac(k.bytes(), &[ts.as_bytes(), b":", body]))
-            .map(|m| mac::encode_hex(&m))
-            .unwrap_or_default();
-        headers_only(vec![("Paddle-Signature", format!("ts={ts};h1={sig}"))])
+    /// The scheme with the source's secrets.
+    pub(crate) fn new(secrets: &[Secret]) -> HexListScheme {
+        HexListScheme::new(secrets, &FORMAT)
     }
 }
 
@@ -66,7 +36,10 @@ impl Paddle {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::testutil::*;
+    use super::super::{UnverifiedRequest, VerifyError};
     use super::*;
+
+    const HEADER: &str = FORMAT.header;
 
     const SECRET: &str = "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_WvRO0eL4Bj9rgYYIBZY6wZhG4EHy9jzh";
     const DECOY_1: &str = "pdl_ntfset_01gkpjp8bkm3tm53kdgkx6sms7_6h3qd3uFSi9YCD3OLYAShQI90XTI5vEI";

@@ -7,58 +7,28 @@
 //! secret roll Stripe sends one `v1` per active secret, so any `v1` matching
 //! any configured secret passes.
 
-use super::header::{self, MAX_SIGNATURES};
-use super::mac::{self, Algorithm, Key};
-use super::{headers_only, SignedRequest, UnverifiedRequest, Verified, VerifyError};
+use super::hex_list::{HexListFormat, HexListScheme};
 use crate::secret::Secret;
 
-/// The signature header, lowercase as `HeaderMap` stores it.
-const HEADER: &str = "stripe-signature";
+/// The header layout and signed bytes of this provider.
+pub(crate) const FORMAT: HexListFormat = HexListFormat {
+    header: "stripe-signature",
+    wire_name: "Stripe-Signature",
+    sep: ',',
+    sign_sep: ",",
+    ts_key: "t",
+    sig_key: "v1",
+    joiner: b".",
+    millis: false,
+};
 
-/// Stripe's scheme with its key bytes.
-#[derive(Debug, Clone)]
-pub(crate) struct Stripe {
-    keys: Vec<Key>,
-}
+/// Constructor namespace: the scheme itself is the shared [`HexListScheme`].
+pub(crate) struct Stripe;
 
 impl Stripe {
-    /// Keys are the secrets' UTF-8 bytes; Stripe never base64-decodes.
-    pub(crate) fn new(secrets: &[Secret]) -> Stripe {
-        Stripe {
-            keys: secrets.iter().map(Key::utf8).collect(),
-        }
-    }
-
-    /// Checks `Stripe-Signature` against every configured secret.
-    pub(crate) fn verify(&self, req: &UnverifiedRequest) -> Result<Verified, VerifyError> {
-        let value = header::text(&req.headers, HEADER)?;
-        let list = header::timestamped_list(value, ',', "t", "v1", HEADER)?;
-        let signed_at_ms = header::seconds_to_ms(list.timestamp, HEADER)?;
-        let candidates: Vec<Vec<u8>> = list
-            .signatures
-            .iter()
-            .take(MAX_SIGNATURES)
-            .filter_map(|s| mac::decode_hex(s))
-            .collect();
-        let parts: [&[u8]; 3] = [list.timestamp.as_bytes(), b".", &req.body];
-        let matched = mac::find_match(Algorithm::Sha256, &self.keys, &parts, &candidates)
-            .ok_or(VerifyError::Mismatch)?;
-        Ok(Verified {
-            signed_at_ms: Some(signed_at_ms),
-            replay_token: mac::replay_token(&matched, Some(list.timestamp)),
-        })
-    }
-
-    /// `Stripe-Signature: t=<now s>,v1=<hex>` with the first secret.
-    pub(crate) fn sign(&self, body: &[u8], now_ms: i64) -> SignedRequest {
-        let t = now_ms.div_euclid(1000).to_string();
-        let sig = self
-            .keys
-            .first()
-            .and_then(|k| Algorithm::Sha256.mac(k.bytes(), &[t.as_bytes(), b".", body]))
-            .map(|m| mac::encode_hex(&m))
-            .unwrap_or_default();
-        headers_only(vec![("Stripe-Signature", format!("t={t},v1={sig}"))])
+    /// The scheme with the source's secrets.
+    pub(crate) fn new(secrets: &[Secret]) -> HexListScheme {
+        HexListScheme::new(secrets, &FORMAT)
     }
 }
 
@@ -66,7 +36,10 @@ impl Stripe {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::testutil::*;
+    use super::super::VerifyError;
     use super::*;
+
+    const HEADER: &str = FORMAT.header;
 
     const SECRET: &str = "whsec_test_secret";
     const BODY: &[u8] = br#"{"id":"evt_test","object":"event"}"#;

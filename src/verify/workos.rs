@@ -7,58 +7,28 @@
 //! optional. The raw body is signed as received — never re-serialised, unlike
 //! `@workos-inc/node` 8.x.
 
-use super::header::{self, MAX_SIGNATURES};
-use super::mac::{self, Algorithm, Key};
-use super::{headers_only, SignedRequest, UnverifiedRequest, Verified, VerifyError};
+use super::hex_list::{HexListFormat, HexListScheme};
 use crate::secret::Secret;
 
-/// The signature header, lowercase.
-const HEADER: &str = "workos-signature";
+/// The header layout and signed bytes of this provider.
+pub(crate) const FORMAT: HexListFormat = HexListFormat {
+    header: "workos-signature",
+    wire_name: "WorkOS-Signature",
+    sep: ',',
+    sign_sep: ", ",
+    ts_key: "t",
+    sig_key: "v1",
+    joiner: b".",
+    millis: true,
+};
 
-/// WorkOS's scheme with its key bytes.
-#[derive(Debug, Clone)]
-pub(crate) struct Workos {
-    keys: Vec<Key>,
-}
+/// Constructor namespace: the scheme itself is the shared [`HexListScheme`].
+pub(crate) struct Workos;
 
 impl Workos {
-    /// Keys are the secrets' UTF-8 bytes.
-    pub(crate) fn new(secrets: &[Secret]) -> Workos {
-        Workos {
-            keys: secrets.iter().map(Key::utf8).collect(),
-        }
-    }
-
-    /// Checks every `v1` (WorkOS sends one) against every secret.
-    pub(crate) fn verify(&self, req: &UnverifiedRequest) -> Result<Verified, VerifyError> {
-        let value = header::text(&req.headers, HEADER)?;
-        let list = header::timestamped_list(value, ',', "t", "v1", HEADER)?;
-        let signed_at_ms = header::millis(list.timestamp, HEADER)?;
-        let candidates: Vec<Vec<u8>> = list
-            .signatures
-            .iter()
-            .take(MAX_SIGNATURES)
-            .filter_map(|s| mac::decode_hex(s))
-            .collect();
-        let parts: [&[u8]; 3] = [list.timestamp.as_bytes(), b".", &req.body];
-        let matched = mac::find_match(Algorithm::Sha256, &self.keys, &parts, &candidates)
-            .ok_or(VerifyError::Mismatch)?;
-        Ok(Verified {
-            signed_at_ms: Some(signed_at_ms),
-            replay_token: mac::replay_token(&matched, Some(list.timestamp)),
-        })
-    }
-
-    /// `WorkOS-Signature: t=<now ms>, v1=<hex>` with the first secret.
-    pub(crate) fn sign(&self, body: &[u8], now_ms: i64) -> SignedRequest {
-        let t = now_ms.to_string();
-        let sig = self
-            .keys
-            .first()
-            .and_then(|k| Algorithm::Sha256.mac(k.bytes(), &[t.as_bytes(), b".", body]))
-            .map(|m| mac::encode_hex(&m))
-            .unwrap_or_default();
-        headers_only(vec![("WorkOS-Signature", format!("t={t}, v1={sig}"))])
+    /// The scheme with the source's secrets.
+    pub(crate) fn new(secrets: &[Secret]) -> HexListScheme {
+        HexListScheme::new(secrets, &FORMAT)
     }
 }
 
@@ -66,7 +36,10 @@ impl Workos {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::testutil::*;
+    use super::super::{UnverifiedRequest, VerifyError};
     use super::*;
+
+    const HEADER: &str = FORMAT.header;
 
     const SECRET: &str = "wos_secret_test";
     const BODY: &[u8] = br#"{"id":"event_01HZ","event":"user.created","data":{"id":"user_01"},"created_at":"2023-11-14T22:13:20.000Z"}"#;
