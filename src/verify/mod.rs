@@ -225,7 +225,7 @@ impl Verifier {
             }
         }
         let scheme = match known {
-            Some("stripe") => Some(Scheme::Stripe(stripe::Stripe::new(&secrets))),
+            Some("stripe") => Some(Scheme::Stripe(stripe::Stripe::scheme(&secrets))),
             Some("github") => Some(Scheme::Github(github::Github::new(&secrets))),
             Some("standard") => {
                 standard::Standard::new(standard::HeaderSet::Webhook, &secrets, &mut problems)
@@ -237,13 +237,13 @@ impl Verifier {
             }
             Some("slack") => Some(Scheme::Slack(slack::Slack::new(&secrets))),
             Some("shopify") => Some(Scheme::Shopify(shopify::Shopify::new(&secrets))),
-            Some("workos") => Some(Scheme::Workos(workos::Workos::new(&secrets))),
+            Some("workos") => Some(Scheme::Workos(workos::Workos::scheme(&secrets))),
             Some("twilio") => {
                 twilio::Twilio::new(&secrets, options.public_url.as_deref(), &mut problems)
                     .map(Scheme::Twilio)
             }
             Some("gitlab") => gitlab::Gitlab::new(&secrets, &mut problems).map(Scheme::Gitlab),
-            Some("paddle") => Some(Scheme::Paddle(paddle::Paddle::new(&secrets))),
+            Some("paddle") => Some(Scheme::Paddle(paddle::Paddle::scheme(&secrets))),
             Some("linear") => Some(Scheme::Linear(linear::Linear::new(&secrets))),
             Some("hmac") => {
                 self::hmac::Generic::new(&secrets, options, &mut problems).map(Scheme::Hmac)

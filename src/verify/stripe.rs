@@ -27,7 +27,7 @@ pub(crate) struct Stripe;
 
 impl Stripe {
     /// The scheme with the source's secrets.
-    pub(crate) fn new(secrets: &[Secret]) -> HexListScheme {
+    pub(crate) fn scheme(secrets: &[Secret]) -> HexListScheme {
         HexListScheme::new(secrets, &FORMAT)
     }
 }
