@@ -65,8 +65,11 @@ pub struct ServerConfig {
     pub per_ip_rate: Option<Rate>,
     /// Requests processed at once; more wait in line (bounded by the timeout).
     pub max_concurrency: usize,
-    /// Requests that may wait for a slot before new ones get 503.
-    pub max_pending: usize,
+    /// Most open connections; more are closed at once (bounds idle floods).
+    pub max_connections: usize,
+    /// Time a client gets to send its request head; also the keep-alive
+    /// idle limit (bounds slow-loris clients).
+    pub header_timeout: Duration,
 }
 
 /// `[admin]`: the operator listener.
@@ -195,7 +198,8 @@ struct RawServer {
     request_timeout: Option<String>,
     per_ip_rate: Option<String>,
     max_concurrency: Option<usize>,
-    max_pending: Option<usize>,
+    max_connections: Option<usize>,
+    header_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -392,14 +396,27 @@ fn validate_server(raw: &RawServer, p: &mut Problems) -> Option<ServerConfig> {
     if max_concurrency == 0 {
         p.add("server.max_concurrency", "must be at least 1");
     }
-    let max_pending = raw.max_pending.unwrap_or(4096);
+    let max_connections = raw.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        p.add("server.max_connections", "must be at least 1");
+    }
+    let header_timeout = p.parse(
+        "server.header_timeout",
+        raw.header_timeout.as_deref(),
+        "10s",
+        parse_duration,
+    );
+    if header_timeout == Some(Duration::ZERO) {
+        p.add("server.header_timeout", "must be larger than zero");
+    }
     Some(ServerConfig {
         listen: listen?,
         max_body: usize::try_from(max_body?).unwrap_or(usize::MAX),
         request_timeout: request_timeout?,
         per_ip_rate: per_ip_rate?,
         max_concurrency,
-        max_pending,
+        max_connections,
+        header_timeout: header_timeout?,
     })
 }
 

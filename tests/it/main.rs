@@ -5,5 +5,6 @@
 mod crash;
 mod delivery;
 mod harness;
+mod hostile;
 mod ingest;
 mod reorder;
