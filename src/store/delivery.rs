@@ -340,7 +340,7 @@ impl Store {
                     batch.remove(a?);
                 }
             }
-            self.tree().apply_batch(batch)?;
+            self.apply_removal(batch, v.len() as u64)?;
             removed += 1;
         }
         if removed > 0 {

@@ -19,6 +19,8 @@ pub const DEAD: u8 = b'x';
 pub const LANE_MARK: u8 = b'w';
 /// Key of the persisted next sequence.
 pub const META_NEXT_SEQ: &[u8] = b"mnext_seq";
+/// Key of the persisted total of stored event-record bytes.
+pub const META_STORED_BYTES: &[u8] = b"mstored_bytes";
 
 /// `e` + seq (BE).
 pub fn event(seq: u64) -> [u8; 9] {

@@ -195,7 +195,8 @@ struct Inner {
     durable: watch::Sender<Durability>,
     flush_needed: Notify,
     poisoned: AtomicBool,
-    full: AtomicBool,
+    /// Bytes of event records currently stored (what `max_queue_bytes` bounds).
+    stored_bytes: AtomicU64,
     closing: CancellationToken,
     /// Cancelled when the store is poisoned, so the process can exit.
     poison_token: CancellationToken,
@@ -207,6 +208,8 @@ struct Inner {
 
 struct WriteState {
     next_seq: u64,
+    /// Authoritative copy of `stored_bytes`, persisted with every batch.
+    stored_bytes: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -227,6 +230,7 @@ impl Store {
             .open()?;
         let tree = db.open_tree(TREE)?;
         let next_seq = recover_next_seq(&tree)?;
+        let stored_bytes = recover_stored_bytes(&tree)?;
         sync_dir(&options.path)?;
         let (durable, _) = watch::channel(Durability {
             generation: 0,
@@ -237,19 +241,21 @@ impl Store {
             db,
             tree,
             options,
-            write: Mutex::new(WriteState { next_seq }),
+            write: Mutex::new(WriteState {
+                next_seq,
+                stored_bytes,
+            }),
             written_generation: AtomicU64::new(0),
             durable,
             flush_needed: Notify::new(),
             poisoned: AtomicBool::new(false),
-            full: AtomicBool::new(false),
+            stored_bytes: AtomicU64::new(stored_bytes),
             closing: CancellationToken::new(),
             poison_token: CancellationToken::new(),
             flusher: Mutex::new(None),
             dispatch_epoch: watch::channel(0).0,
         });
         let store = Store { inner };
-        store.refresh_full_flag();
         let handle = tokio::spawn(flusher(store.clone()));
         if let Ok(mut slot) = store.inner.flusher.lock() {
             *slot = Some(handle);
@@ -292,6 +298,7 @@ impl Store {
                 None => {
                     let seq = state.next_seq;
                     let record = record::encode(&event.meta, &event.body)?;
+                    let record_len = record.len() as u64;
                     let mut batch = sled::Batch::default();
                     batch.insert(keys::event(seq).to_vec(), record);
                     let marker = keys::encode_marker(seq, now_ms);
@@ -314,11 +321,18 @@ impl Store {
                         keys::META_NEXT_SEQ.to_vec(),
                         (seq + 1).to_be_bytes().to_vec(),
                     );
+                    let stored = state.stored_bytes + record_len;
+                    batch.insert(
+                        keys::META_STORED_BYTES.to_vec(),
+                        stored.to_be_bytes().to_vec(),
+                    );
                     if let Err(e) = self.inner.tree.apply_batch(batch) {
                         self.poison(&e.to_string());
                         return Err(e.into());
                     }
                     state.next_seq = seq + 1;
+                    state.stored_bytes = stored;
+                    self.inner.stored_bytes.store(stored, Ordering::Relaxed);
                     Appended::Accepted(Seq(seq))
                 }
             }
@@ -365,7 +379,7 @@ impl Store {
         if self.inner.closing.is_cancelled() {
             return Err(StoreError::Closed);
         }
-        if self.inner.full.load(Ordering::Relaxed) {
+        if self.is_full() {
             return Err(StoreError::Full);
         }
         Ok(())
@@ -437,7 +451,34 @@ impl Store {
 
     /// True when `max_queue_bytes` is reached.
     pub fn is_full(&self) -> bool {
-        self.inner.full.load(Ordering::Relaxed)
+        self.inner
+            .options
+            .max_queue_bytes
+            .is_some_and(|limit| self.stored_bytes() >= limit)
+    }
+
+    /// Bytes of event records stored now (events leave with retention).
+    pub fn stored_bytes(&self) -> u64 {
+        self.inner.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Subtracts the bytes of deleted events, persisting the new total in the
+    /// same batch as the deletions.
+    pub(crate) fn apply_removal(
+        &self,
+        mut batch: sled::Batch,
+        freed: u64,
+    ) -> Result<(), StoreError> {
+        let mut state = self.inner.write.lock().map_err(|_| StoreError::Poisoned)?;
+        let total = state.stored_bytes.saturating_sub(freed);
+        batch.insert(
+            keys::META_STORED_BYTES.to_vec(),
+            total.to_be_bytes().to_vec(),
+        );
+        self.inner.tree.apply_batch(batch)?;
+        state.stored_bytes = total;
+        self.inner.stored_bytes.store(total, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Cancelled when the store becomes poisoned; `run` exits on it.
@@ -448,13 +489,6 @@ impl Store {
     /// Bytes sled uses on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
-    }
-
-    fn refresh_full_flag(&self) {
-        if let Some(limit) = self.inner.options.max_queue_bytes {
-            let full = self.size_on_disk() >= limit;
-            self.inner.full.store(full, Ordering::Relaxed);
-        }
     }
 
     fn poison(&self, why: &str) {
@@ -524,6 +558,19 @@ fn recover_next_seq(tree: &sled::Tree) -> Result<u64, StoreError> {
     Ok(from_meta.max(from_events).max(1))
 }
 
+/// Bytes of stored event records: the persisted total, or (for a store
+/// written before the total existed) a one-time scan.
+fn recover_stored_bytes(tree: &sled::Tree) -> Result<u64, StoreError> {
+    if let Some(v) = tree.get(keys::META_STORED_BYTES)? {
+        return keys::be_u64(&v);
+    }
+    let mut total = 0u64;
+    for item in tree.scan_prefix([keys::EVENT]) {
+        total += item?.1.len() as u64;
+    }
+    Ok(total)
+}
+
 /// fsyncs a directory so newly created files in it survive power loss.
 fn sync_dir(path: &Path) -> Result<(), std::io::Error> {
     File::open(path)?.sync_all()
@@ -566,7 +613,6 @@ async fn flusher(store: Store) {
                     d.generation = d.generation.max(target_gen);
                     d.seq = d.seq.max(target_seq);
                 });
-                store.refresh_full_flag();
             }
             Ok(Err(e)) => {
                 store.poison(&e.to_string());

@@ -142,7 +142,12 @@ impl Store {
 
     /// Pauses or resumes `dest`, persists the flag (waits for the flush, so
     /// a restart keeps it) and wakes dispatch so it takes effect now.
-    pub async fn set_paused(&self, dest: &str, paused: bool, now_ms: i64) -> Result<(), StoreError> {
+    pub async fn set_paused(
+        &self,
+        dest: &str,
+        paused: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         if paused {
             self.tree()
                 .insert(paused_key(dest), now_ms.to_be_bytes().to_vec())?;
@@ -212,7 +217,10 @@ impl Store {
     pub fn event_status(&self, event: &StoredEvent) -> Result<EventStatus, StoreError> {
         let mut status = EventStatus::Delivered;
         for dest in &event.meta.destinations {
-            if self.tree().contains_key(keyed(keys::DEAD, dest, event.seq.0))? {
+            if self
+                .tree()
+                .contains_key(keyed(keys::DEAD, dest, event.seq.0))?
+            {
                 return Ok(EventStatus::DeadLetter);
             }
             if self.tree().contains_key(keys::pending(dest, event.seq.0))? {

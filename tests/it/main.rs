@@ -8,3 +8,4 @@ mod harness;
 mod hostile;
 mod ingest;
 mod reorder;
+mod torture;
