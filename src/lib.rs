@@ -37,11 +37,11 @@ pub mod dispatch;
 pub mod field;
 pub mod guard;
 pub mod ingress;
+pub mod metrics;
 pub mod secret;
 pub mod store;
 pub mod verify;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,15 +143,31 @@ impl Gateway {
         tracing::info!(%ingress_addr, %admin_addr, "hookgate listening");
 
         let stop = state.shutdown.clone();
-        let ingress = axum::serve(
+        let server = &state.config.server;
+        let limits = ingress::serve::ConnLimits {
+            max_connections: server.max_connections,
+            header_timeout: server.header_timeout,
+        };
+        let ingress_task = tokio::spawn(ingress::serve::serve(
             listeners.ingress,
-            ingress::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let admin = axum::serve(listeners.admin, admin::router(state.clone()))
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let ingress_task = tokio::spawn(async move { ingress.await });
-        let admin_task = tokio::spawn(async move { admin.await });
+            ingress::router(state.clone()),
+            limits,
+            stop.clone(),
+            SHUTDOWN_GRACE,
+        ));
+        // The admin listener outlives the drain, so probes see `/readyz`
+        // answer 503 (not "connection refused") while ingress drains.
+        let admin_stop = CancellationToken::new();
+        let admin_task = tokio::spawn(ingress::serve::serve(
+            listeners.admin,
+            admin::router(state.clone()),
+            ingress::serve::ConnLimits {
+                max_connections: 256,
+                ..limits
+            },
+            admin_stop.clone(),
+            Duration::from_secs(1),
+        ));
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let dispatch_stop = CancellationToken::new();
         let dispatcher =
@@ -165,17 +181,13 @@ impl Gateway {
         tracing::info!(reason, "shutting down");
         stop.cancel();
         housekeeping.abort();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            let _ = ingress_task.await;
-            let _ = admin_task.await;
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("in-flight requests did not finish within the grace period");
-        }
+        // `serve` bounds its own drain by SHUTDOWN_GRACE.
+        let _ = ingress_task.await;
         dispatch_stop.cancel();
         dispatcher.join().await;
         let flushed = state.store.close().await;
+        admin_stop.cancel();
+        let _ = admin_task.await;
         if poisoned.is_cancelled() {
             anyhow::bail!("store poisoned: exiting so a supervisor can restart hookgate");
         }

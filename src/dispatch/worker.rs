@@ -4,8 +4,13 @@
 //! Scheduling rules (the ordering guarantee lives here):
 //! - The window holds a contiguous run of the destination's pending
 //!   deliveries, loaded in sequence order and bounded by [`WINDOW`]; a
-//!   later page only ever holds higher sequences, so a lane's order is the
-//!   sequence order.
+//!   later page only ever holds higher sequences.
+//! - A lane's order is sequence order, or, for a source with a reorder
+//!   window, provider time then sequence: each event is held until its
+//!   release time, and an event that sorts before a held head takes its
+//!   place. An event older than what its lane already delivered is late and
+//!   follows the source's `on_late`. Reordering works within the window:
+//!   an event more than [`WINDOW`] deliveries behind is not seen in time.
 //! - A lane (same source + entity key) has at most one delivery in flight,
 //!   and only its head is ever scheduled. Events without an entity key have a
 //!   lane of their own each, so they flow in parallel.

@@ -9,13 +9,19 @@
 //! - Every request holds a slot of a global concurrency cap and runs under
 //!   `server.request_timeout`, so slow clients cannot pile up unbounded work.
 //! - A 200 `accepted` is sent only after the store says the event is durable.
+//! - Every answered request is observed once, by the outermost layer: one
+//!   structured log line (source, outcome, gateway and provider event id,
+//!   entity, latency; never the body or a header value) and the ingress
+//!   metrics. Inner layers tag their response with an [`Observed`] extension
+//!   saying how it ended.
 
 mod response;
+pub mod serve;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -31,6 +37,7 @@ pub use response::IngressError;
 
 use crate::config::Rate;
 use crate::guard;
+use crate::metrics;
 use crate::store::Appended;
 use crate::verify::UnverifiedRequest;
 use crate::AppState;
@@ -40,13 +47,77 @@ pub fn router(state: AppState) -> Router {
     let limits = Arc::new(Limits::new(&state));
     Router::new()
         .route("/hooks/{source}", post(receive))
-        .fallback(|| async { IngressError::UnknownSource("(no route)".into()).into_response() })
+        .fallback(|| async { reject(IngressError::UnknownSource("(no route)".into())) })
         .layer(middleware::from_fn_with_state(
             limits.clone(),
             cap_and_deadline,
         ))
         .layer(middleware::from_fn_with_state(limits, limit_per_ip))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// How a request ended, attached to its response for [`observe`].
+#[derive(Debug, Clone, Default)]
+struct Observed {
+    /// Stable outcome code (`accepted`, `duplicate`, an [`IngressError::code`]).
+    outcome: &'static str,
+    /// Gateway event id, when stored or a duplicate of a stored one.
+    id: Option<String>,
+    /// The provider's event id, when known.
+    provider_event_id: Option<String>,
+    /// Entity key, when known.
+    entity: Option<String>,
+}
+
+/// An error response tagged with its outcome.
+fn reject(error: IngressError) -> Response {
+    let outcome = error.code();
+    let mut response = error.into_response();
+    response.extensions_mut().insert(Observed {
+        outcome,
+        ..Observed::default()
+    });
+    response
+}
+
+/// Outermost layer: one log line and the ingress metrics per request.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let source = request
+        .uri()
+        .path()
+        .strip_prefix("/hooks/")
+        .filter(|name| state.config.sources.contains_key(*name))
+        .unwrap_or(metrics::UNKNOWN_SOURCE)
+        .to_string();
+    let response = next.run(request).await;
+    let took = started.elapsed();
+    let observed = response
+        .extensions()
+        .get::<Observed>()
+        .cloned()
+        .unwrap_or_else(|| Observed {
+            // Only axum's own rejections (e.g. a wrong method) end up here.
+            outcome: if response.status().is_server_error() {
+                "unavailable"
+            } else {
+                "bad_request"
+            },
+            ..Observed::default()
+        });
+    metrics::ingress_request(&source, observed.outcome, took);
+    tracing::info!(
+        source = %source,
+        outcome = observed.outcome,
+        status = response.status().as_u16(),
+        id = observed.id.as_deref().unwrap_or(""),
+        provider_event_id = observed.provider_event_id.as_deref().unwrap_or(""),
+        entity = observed.entity.as_deref().unwrap_or(""),
+        latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        "ingress request"
+    );
+    response
 }
 
 /// Admission limits shared by every request.
@@ -89,7 +160,7 @@ async fn limit_per_ip(State(limits): State<Arc<Limits>>, request: Request, next:
                 let wait = not_until.wait_time_from(governor::clock::Clock::now(
                     &governor::clock::DefaultClock::default(),
                 ));
-                return IngressError::RateLimited(wait).into_response();
+                return reject(IngressError::RateLimited(wait));
             }
             if limiter.len() > 100_000 {
                 limiter.retain_recent();
@@ -111,25 +182,47 @@ async fn cap_and_deadline(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body as u64) {
-        return IngressError::PayloadTooLarge(limits.max_body).into_response();
+        return reject(IngressError::PayloadTooLarge(limits.max_body));
     }
     let work = async {
         let Ok(_slot) = limits.slots.acquire().await else {
-            return IngressError::Unavailable("shutting down").into_response();
+            return reject(IngressError::Unavailable("shutting down"));
         };
         next.run(request).await
     };
     match tokio::time::timeout(limits.timeout, work).await {
         Ok(response) => response,
-        Err(_) => IngressError::Unavailable("request timed out").into_response(),
+        Err(_) => reject(IngressError::Unavailable("request timed out")),
     }
 }
 
-/// `POST /hooks/{source}`: verify, guard, store durably, answer.
+/// `POST /hooks/{source}`: verify, guard, store durably, answer; the
+/// response carries its [`Observed`] outcome.
 async fn receive(
     State(state): State<AppState>,
     Path(source_name): Path<String>,
     request: Request,
+) -> Response {
+    let mut observed = Observed::default();
+    match admit_and_store(&state, source_name, request, &mut observed).await {
+        Ok(response) => response,
+        Err(error) => {
+            let mut response = reject(error);
+            if let Some(o) = response.extensions_mut().get_mut::<Observed>() {
+                o.provider_event_id = observed.provider_event_id;
+                o.entity = observed.entity;
+            }
+            response
+        }
+    }
+}
+
+/// The request path proper; fills in `observed` as it learns things.
+async fn admit_and_store(
+    state: &AppState,
+    source_name: String,
+    request: Request,
+    observed: &mut Observed,
 ) -> Result<Response, IngressError> {
     if state.shutdown.is_cancelled() {
         return Err(IngressError::Unavailable("shutting down"));
@@ -159,15 +252,25 @@ async fn receive(
         &verified,
         &state.clock,
     )?;
+    observed.provider_event_id = event.meta.provider_event_id.clone();
+    observed.entity = event.meta.entity.clone();
     let appended = state
         .store
         .append(event, state.clock.now_ms())
         .await
         .map_err(|e| IngressError::from_store(&e))?;
-    Ok(match appended {
-        Appended::Accepted(seq) => response::ok("accepted", seq.to_event_id()),
-        Appended::Duplicate(seq) => response::ok("duplicate", seq.to_event_id()),
-    })
+    let (outcome, seq) = match appended {
+        Appended::Accepted(seq) => ("accepted", seq),
+        Appended::Duplicate(seq) => ("duplicate", seq),
+    };
+    let mut response = response::ok(outcome, seq.to_event_id());
+    response.extensions_mut().insert(Observed {
+        outcome,
+        id: Some(seq.to_event_id()),
+        provider_event_id: observed.provider_event_id.take(),
+        entity: observed.entity.take(),
+    });
+    Ok(response)
 }
 
 /// Reads the whole body, refusing more than `max` bytes.

@@ -126,10 +126,10 @@ impl DeadLetterFilter {
     fn matches(&self, letter: &DeadLetter) -> bool {
         self.destination
             .as_deref()
-            .map_or(true, |d| d == letter.destination)
-            && self.seq.map_or(true, |s| s.0 == letter.seq)
-            && self.since_ms.map_or(true, |t| letter.dead_at_ms >= t)
-            && self.until_ms.map_or(true, |t| letter.dead_at_ms < t)
+            .is_none_or(|d| d == letter.destination)
+            && self.seq.is_none_or(|s| s.0 == letter.seq)
+            && self.since_ms.is_none_or(|t| letter.dead_at_ms >= t)
+            && self.until_ms.is_none_or(|t| letter.dead_at_ms < t)
     }
 }
 
@@ -340,13 +340,13 @@ impl Store {
 
 fn matches_meta(filter: &EventFilter, event: &StoredEvent) -> bool {
     let meta = &event.meta;
-    filter.source.as_deref().map_or(true, |s| s == meta.source)
+    filter.source.as_deref().is_none_or(|s| s == meta.source)
         && filter
             .entity
             .as_deref()
-            .map_or(true, |e| meta.entity.as_deref() == Some(e))
-        && filter.since_ms.map_or(true, |t| meta.received_at_ms >= t)
-        && filter.until_ms.map_or(true, |t| meta.received_at_ms < t)
+            .is_none_or(|e| meta.entity.as_deref() == Some(e))
+        && filter.since_ms.is_none_or(|t| meta.received_at_ms >= t)
+        && filter.until_ms.is_none_or(|t| meta.received_at_ms < t)
 }
 
 /// A fresh pending entry (no attempts, due now) for a replayed event.
