@@ -333,13 +333,19 @@ impl Store {
                     state.next_seq = seq + 1;
                     state.stored_bytes = stored;
                     self.inner.stored_bytes.store(stored, Ordering::Relaxed);
+                    // Bumped under the lock, so a duplicate that finds this
+                    // event's marker also sees a generation covering it.
+                    self.inner.written_generation.fetch_add(1, Ordering::SeqCst);
                     Appended::Accepted(Seq(seq))
                 }
             }
         };
-        // A duplicate waits too: its original may still be on its way to disk.
-        let generation = self.inner.written_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.inner.flush_needed.notify_one();
+        // A duplicate waits too, for the generation that covers its original
+        // (usually already durable, so no flush is needed for it).
+        let generation = self.inner.written_generation.load(Ordering::SeqCst);
+        if matches!(outcome, Appended::Accepted(_)) {
+            self.inner.flush_needed.notify_one();
+        }
         self.wait_durable(generation).await?;
         Ok(outcome)
     }
