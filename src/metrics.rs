@@ -115,17 +115,21 @@ impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::default();
         let ingress = Family::<SourceOutcome, Counter>::default();
-        let ack = HistogramFamily::<SourceLabel>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let ack = HistogramFamily::<SourceLabel>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let pending = Family::<DestLabel, Gauge>::default();
         let oldest_age = Family::<DestLabel, Gauge>::default();
         let paused = Family::<DestLabel, Gauge>::default();
         let deliveries = Family::<DestOutcome, Counter>::default();
-        let delivery_latency =
-            HistogramFamily::<DestLabel>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let delivery_latency = HistogramFamily::<DestLabel>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let retries = Family::<DestLabel, Counter>::default();
         let dead_letters = Family::<DestLabel, Counter>::default();
-        let rate_wait =
-            HistogramFamily::<DestLabel>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let rate_wait = HistogramFamily::<DestLabel>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         registry.register(
             names::INGRESS_REQUESTS,
             "Ingress requests by source and outcome",
@@ -299,9 +303,8 @@ mod tests {
         delivery_attempt("unit_dest", "dead_letter", Duration::from_millis(5));
         rate_limit_waited("unit_dest", Duration::from_millis(1));
         let text = render();
-        assert!(text.contains(
-            "hookgate_ingress_requests_total{source=\"unit_src\",outcome=\"accepted\"}"
-        ));
+        assert!(text
+            .contains("hookgate_ingress_requests_total{source=\"unit_src\",outcome=\"accepted\"}"));
         assert!(text.contains("hookgate_delivery_retries_total{destination=\"unit_dest\"}"));
         assert!(text.contains("hookgate_dead_letters_total{destination=\"unit_dest\"}"));
         assert!(text.contains("hookgate_rate_limit_wait_seconds_bucket"));
