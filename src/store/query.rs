@@ -277,8 +277,9 @@ impl Store {
         })
     }
 
-    /// Queues `seq` again for every destination it was routed to, with a
-    /// fresh attempt budget, and wakes dispatch. A destination that still has
+    /// Queues `seq` again for every destination it was routed to and wakes
+    /// dispatch. Attempt numbers continue after the recorded ones (history is
+    /// kept; the retry budget counts them). A destination that still has
     /// it pending keeps its entry. Returns the destinations queued, or `None`
     /// when the event does not exist (or was expired by retention).
     pub fn replay(&self, seq: Seq) -> Result<Option<Vec<String>>, StoreError> {
@@ -295,7 +296,10 @@ impl Store {
             if self.tree().contains_key(&pkey)? {
                 continue;
             }
-            batch.insert(pkey, fresh_pending(&event)?);
+            // Attempt numbers go on from the last one so the replay's attempt
+            // records add to the history instead of overwriting it.
+            let done = u32::try_from(self.attempts(dest, seq)?.len()).unwrap_or(u32::MAX);
+            batch.insert(pkey, fresh_pending(&event, done)?);
             // Keep "exactly one of pending, delivered, dead" per destination.
             batch.remove(keyed(keys::DELIVERED, dest, seq.0));
             batch.remove(keyed(keys::DEAD, dest, seq.0));
@@ -349,13 +353,15 @@ fn matches_meta(filter: &EventFilter, event: &StoredEvent) -> bool {
         && filter.until_ms.is_none_or(|t| meta.received_at_ms < t)
 }
 
-/// A fresh pending entry (no attempts, due now) for a replayed event.
+/// A fresh pending entry (due now, attempt numbering continuing after
+/// `attempts`) for a replayed event.
 ///
 /// Written through [`PendingState`]'s serde form so the lane fields (entity,
 /// source, provider time) are carried whatever fields the struct has grown:
 /// unknown fields are ignored and missing ones default.
-fn fresh_pending(event: &StoredEvent) -> Result<Vec<u8>, StoreError> {
+fn fresh_pending(event: &StoredEvent, attempts: u32) -> Result<Vec<u8>, StoreError> {
     let value = serde_json::json!({
+        "n": attempts,
         "e": event.meta.entity,
         "s": event.meta.source,
         "p": event.meta.provider_time_ms,
