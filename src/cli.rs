@@ -1,5 +1,8 @@
 //! Command-line interface: parsing and the thin glue from a command to the
-//! library. `main.rs` only calls [`main_with_args`].
+//! library. `main.rs` only calls [`main_with_args`]. The operator commands
+//! (admin API clients and `send`) live in [`ops`].
+
+pub mod ops;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,12 +53,27 @@ pub enum Command {
         #[arg(long, short, default_value = "hookgate.toml")]
         config: PathBuf,
     },
+    /// Search, inspect and replay stored events (admin API).
+    #[command(subcommand)]
+    Events(ops::EventsCommand),
+    /// List and redrive dead letters (admin API).
+    #[command(subcommand)]
+    DeadLetters(ops::DeadLettersCommand),
+    /// List, pause and resume destinations (admin API).
+    #[command(subcommand)]
+    Destinations(ops::DestinationsCommand),
+    /// Sign a body as a source's provider would and POST it to the gateway.
+    Send(ops::SendArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
 pub fn main_with_args(cli: Cli) -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
+        Command::Events(cmd) => run_ops(ops::events(cmd)),
+        Command::DeadLetters(cmd) => run_ops(ops::dead_letters(cmd)),
+        Command::Destinations(cmd) => run_ops(ops::destinations(cmd)),
+        Command::Send(args) => run_ops(ops::send(args)),
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(
@@ -95,6 +113,32 @@ pub fn main_with_args(cli: Cli) -> ExitCode {
                     eprintln!("hookgate: {e:#}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+    }
+}
+
+/// Runs an operator command on a small runtime and maps its error to an
+/// exit code: 64 for a bad config, 2 for bad usage, 1 otherwise.
+fn run_ops(command: impl std::future::Future<Output = Result<(), ops::OpsError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookgate: {e}");
+            match e {
+                ops::OpsError::Config(_) => ExitCode::from(EXIT_CONFIG),
+                ops::OpsError::Usage(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
             }
         }
     }

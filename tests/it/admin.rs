@@ -560,3 +560,257 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
     assert!(!after.contains("evt_1") && !after.contains("cus_1"));
     gw.stop().await.unwrap();
 }
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One source per provider preset (as a provider's dashboard would set it up).
+fn all_presets_config() -> String {
+    format!(
+        r#"
+[sources.stripe]
+provider = "stripe"
+secrets = ["whsec_test_secret"]
+
+[sources.github]
+provider = "github"
+secrets = ["It's a Secret to Everybody"]
+
+[sources.standard]
+provider = "standard"
+secrets = ["{WHSEC}"]
+
+[sources.svix]
+provider = "svix"
+secrets = ["{WHSEC}"]
+
+[sources.slack]
+provider = "slack"
+secrets = ["8f742231b10e8888abcd99yyyzzz85a5"]
+
+[sources.shopify]
+provider = "shopify"
+secrets = ["shpss_test_secret"]
+
+[sources.workos]
+provider = "workos"
+secrets = ["wos_secret_test"]
+
+[sources.gitlab]
+provider = "gitlab"
+secrets = ["gitlab-plain-token"]
+
+[sources.gitlab_signed]
+provider = "gitlab"
+secrets = ["{WHSEC}"]
+
+[sources.twilio]
+provider = "twilio"
+secrets = ["12345"]
+public_url = "https://hooks.example.com/hooks/twilio"
+
+[sources.paddle]
+provider = "paddle"
+secrets = ["pdl_ntfset_01hbpjmytsa32fhr36nqgc3kgb_secret"]
+
+[sources.linear]
+provider = "linear"
+secrets = ["lin_wh_test_secret"]
+
+[sources.acme]
+provider = "hmac"
+secrets = ["acme-secret"]
+signature_header = "X-Acme-Signature"
+algorithm = "sha256"
+encoding = "hex"
+prefix = "sha256="
+timestamp_header = "X-Acme-Timestamp"
+signed_payload = "{{timestamp}}.{{body}}"
+"#
+    )
+}
+
+/// A body each provider would plausibly send (fresh timestamps where signed).
+fn preset_body(source: &str) -> String {
+    let now = now_ms();
+    match source {
+        "stripe" => format!(
+            r#"{{"id":"evt_send","object":"event","created":{},"data":{{"object":{{"id":"cus_1"}}}}}}"#,
+            now / 1000
+        ),
+        "slack" => format!(
+            r#"{{"type":"event_callback","event_id":"EvSend","event_time":{}}}"#,
+            now / 1000
+        ),
+        "workos" => r#"{"id":"event_send","event":"user.created","data":{"id":"user_1"}}"#.into(),
+        "paddle" => {
+            r#"{"event_id":"evt_send","occurred_at":"2024-01-01T00:00:00Z","data":{"id":"sub_1"}}"#
+                .into()
+        }
+        "linear" => format!(
+            r#"{{"action":"create","type":"Issue","data":{{"id":"iss_1"}},"webhookTimestamp":{now}}}"#
+        ),
+        "github" => r#"{"action":"opened","repository":{"id":1}}"#.into(),
+        _ => format!(r#"{{"source":"{source}","via":"hookgate send"}}"#),
+    }
+}
+
+async fn hookgate(args: &[&str]) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(args)
+        .env_remove("HOOKGATE_ADMIN_URL")
+        .env_remove("HOOKGATE_ADMIN_TOKEN")
+        .output()
+        .await
+        .expect("run hookgate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookgate_send_is_accepted_for_every_provider_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = all_presets_config();
+    let gw = Gw::start(&cfg, &data).await;
+    let config_file = dir.path().join("hookgate.toml");
+    std::fs::write(&config_file, with_storage_path(&cfg, &data)).unwrap();
+    let config_arg = config_file.to_str().unwrap();
+    for source in [
+        "stripe",
+        "github",
+        "standard",
+        "svix",
+        "slack",
+        "shopify",
+        "workos",
+        "gitlab",
+        "gitlab_signed",
+        "twilio",
+        "paddle",
+        "linear",
+        "acme",
+    ] {
+        let body_file = dir.path().join(format!("{source}.json"));
+        let body = preset_body(source);
+        std::fs::write(&body_file, &body).unwrap();
+        let url = gw.url(source);
+        let (ok, stdout, stderr) = hookgate(&[
+            "send",
+            "--config",
+            config_arg,
+            "--source",
+            source,
+            "--body",
+            body_file.to_str().unwrap(),
+            "--url",
+            &url,
+        ])
+        .await;
+        assert!(ok, "{source}: {stdout}{stderr}");
+        assert!(stdout.starts_with("200"), "{source}: {stdout}");
+        let answer: Value = serde_json::from_str(stdout.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(answer["status"], "accepted", "{source}: {stdout}");
+        let seq = hookgate::store::Seq::parse_event_id(answer["id"].as_str().unwrap()).unwrap();
+        let stored = gw.state.store.get(seq).unwrap().expect("stored");
+        assert_eq!(stored.body, body.as_bytes(), "{source}: byte-exact");
+        assert_eq!(stored.meta.source, source);
+    }
+    // A refused send fails the command and shows the gateway's answer.
+    let body_file = dir.path().join("stripe.json");
+    let (ok, stdout, _) = hookgate(&[
+        "send",
+        "--config",
+        config_arg,
+        "--source",
+        "stripe",
+        "--body",
+        body_file.to_str().unwrap(),
+        "--url",
+        &gw.url("github"),
+    ])
+    .await;
+    assert!(!ok);
+    assert!(stdout.starts_with("401"), "{stdout}");
+    let (ok, _, stderr) = hookgate(&[
+        "send", "--config", config_arg, "--source", "nope", "--body", config_arg,
+    ])
+    .await;
+    assert!(!ok && stderr.contains("no source `nope`"), "{stderr}");
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_cli_talks_to_the_admin_api() {
+    let sink = Sink::start(|_, _| Reply::status(500)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gw::start(&config(&sink.url(), "max_attempts = 1"), dir.path()).await;
+    let id = accept(&gw, 7, "cus_7").await;
+    wait_for("dead letter", Duration::from_secs(20), || async {
+        !gw.state.store.dead_letters("app").unwrap().is_empty()
+    })
+    .await;
+    let admin = format!("http://{}", gw.admin);
+    let conn = ["--admin", admin.as_str(), "--token", TOKEN];
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(conn.iter().map(|s| s.to_string()));
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            hookgate(&refs).await
+        }
+    };
+
+    let (ok, out, err) = run(&["events", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ID "), "{out}");
+    assert!(
+        out.contains(&id) && out.contains("dead_letter") && out.contains("cus_7"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["events", "list", "--json", "--entity", "cus_7"]).await;
+    assert!(ok);
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["events"][0]["id"], id.as_str());
+    let (ok, out, _) = run(&["events", "show", &id]).await;
+    assert!(ok);
+    assert!(
+        out.contains("evt_7") && out.contains("http status 500"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["dead-letters", "list"]).await;
+    assert!(ok);
+    assert!(out.contains(&id) && out.contains("app"), "{out}");
+    let (ok, out, _) = run(&["destinations", "pause", "app"]).await;
+    assert!(ok);
+    assert_eq!(out.trim(), "app: paused");
+    let (ok, out, _) = run(&["destinations", "list"]).await;
+    assert!(ok && out.contains("paused"), "{out}");
+    let (ok, out, _) = run(&["destinations", "resume", "app"]).await;
+    assert!(ok);
+    assert_eq!(out.trim(), "app: running");
+    let (ok, out, _) = run(&[
+        "dead-letters",
+        "redrive",
+        "--destination",
+        "app",
+        "--id",
+        &id,
+    ])
+    .await;
+    assert!(ok);
+    assert_eq!(out.trim(), "redriven: 1");
+    let (ok, out, _) = run(&["events", "replay", &id]).await;
+    assert!(ok, "{out}");
+    // Errors: a wrong token and an unknown event fail with the API's answer.
+    let (ok, _, err) = hookgate(&["events", "list", "--admin", &admin, "--token", "wrong"]).await;
+    assert!(
+        !ok && err.contains("401") && err.contains("unauthorized"),
+        "{err}"
+    );
+    let (ok, _, err) = run(&["events", "show", "hg_00000000000fffff"]).await;
+    assert!(!ok && err.contains("not_found"), "{err}");
+    gw.stop().await.unwrap();
+}
