@@ -220,7 +220,8 @@ pub fn ingress_request(source: &str, outcome: &str, took: Duration) {
 }
 
 /// Records one finished delivery attempt, as dispatch classified it:
-/// `outcome` is `delivered`, `retry`, `dead_letter` or `dropped_late`.
+/// `outcome` is the attempt record's (`delivered`, `retry`, `dead_letter`,
+/// `dropped_late`, `late_dead_letter`).
 /// A `retry` also counts in the retries counter and a `dead_letter` in the
 /// dead-letters counter, so dispatch makes exactly one call per attempt.
 pub fn delivery_attempt(destination: &str, outcome: &str, took: Duration) {
@@ -241,7 +242,7 @@ pub fn delivery_attempt(destination: &str, outcome: &str, took: Duration) {
         "retry" => {
             m.retries.get_or_create(&dest).inc();
         }
-        "dead_letter" => {
+        "dead_letter" | "late_dead_letter" => {
             m.dead_letters.get_or_create(&dest).inc();
         }
         _ => {}
