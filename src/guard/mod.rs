@@ -106,11 +106,13 @@ pub fn admit(
             content_type,
             headers: kept_headers(headers),
             destinations: source.forward_to.clone(),
+            release_at_ms: now_ms.saturating_add(window_ms(source)),
+            order_ms: (!source.reorder_window.is_zero())
+                .then_some(provider_time_ms.unwrap_or(now_ms)),
+            markers: Vec::new(),
         },
         body,
         dedupe,
-        release_at_ms: now_ms.saturating_add(window_ms(source)),
-        order_ms: (!source.reorder_window.is_zero()).then_some(provider_time_ms.unwrap_or(now_ms)),
     })
 }
 

@@ -100,7 +100,8 @@ pub enum Transition {
     /// Try again later.
     Retry(PendingState),
     /// A late event dropped by policy: no longer pending, kept for operators
-    /// (its attempt record says `dropped_late`).
+    /// (its attempt record says `dropped_late`; it is marked finished like a
+    /// delivery so nothing sends it again).
     Dropped,
     /// Out of attempts: dead-letter; `block` keeps the lane stopped.
     Dead {
@@ -111,6 +112,12 @@ pub enum Transition {
         /// The pending state to keep when blocking.
         pending: PendingState,
     },
+}
+
+/// True when `dest` is done with `seq`: delivered (or dropped) or dead-lettered.
+pub(crate) fn is_finished(tree: &sled::Tree, dest: &str, seq: Seq) -> Result<bool, StoreError> {
+    Ok(tree.contains_key(keyed(keys::DELIVERED, dest, seq.0))?
+        || tree.contains_key(keyed(keys::DEAD, dest, seq.0))?)
 }
 
 fn lane_mark_key(dest: &str, lane: &str) -> Vec<u8> {
@@ -167,36 +174,37 @@ impl Store {
         transition: &Transition,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        // Ordered plain inserts (a sled batch costs ~10× more): the attempt,
+        // then the outcome marker, then the pending change. A crash between
+        // two of them leaves a state that only repeats work: a pending entry
+        // beside its delivered or dead marker is simply attempted again.
         let json = |v: &dyn erased::Json| v.to_json();
-        let mut batch = sled::Batch::default();
+        let tree = self.tree();
         let mut akey = keyed(keys::ATTEMPT, dest, seq.0);
         akey.extend_from_slice(&attempt.attempt.to_be_bytes());
-        batch.insert(akey, json(attempt)?);
+        tree.insert(akey, json(attempt)?)?;
         let pkey = keys::pending(dest, seq.0);
         match transition {
-            Transition::Delivered => {
-                batch.remove(pkey);
-                batch.insert(
-                    keyed(keys::DELIVERED, dest, seq.0),
-                    now_ms.to_be_bytes().to_vec(),
-                );
+            Transition::Delivered | Transition::Dropped => {
+                tree.insert(keyed(keys::DELIVERED, dest, seq.0), &now_ms.to_be_bytes())?;
+                tree.remove(pkey)?;
             }
-            Transition::Dropped => batch.remove(pkey),
-            Transition::Retry(state) => batch.insert(pkey, json(state)?),
+            Transition::Retry(state) => {
+                tree.insert(pkey, json(state)?)?;
+            }
             Transition::Dead {
                 letter,
                 block,
                 pending,
             } => {
+                tree.insert(keyed(keys::DEAD, dest, seq.0), json(letter)?)?;
                 if *block {
-                    batch.insert(pkey, json(pending)?);
+                    tree.insert(pkey, json(pending)?)?;
                 } else {
-                    batch.remove(pkey);
+                    tree.remove(pkey)?;
                 }
-                batch.insert(keyed(keys::DEAD, dest, seq.0), json(letter)?);
             }
         }
-        self.tree().apply_batch(batch)?;
         self.request_flush();
         Ok(())
     }

@@ -18,9 +18,11 @@ pub const DEAD: u8 = b'x';
 /// Prefix of per-lane delivered provider-time marks.
 pub const LANE_MARK: u8 = b'w';
 /// Key of the persisted next sequence.
-pub const META_NEXT_SEQ: &[u8] = b"mnext_seq";
+pub const META_NEXT_SEQ: &[u8] = b"\x00mnext_seq";
+/// Key of the highest sequence known complete on disk (crash recovery).
+pub const META_INDEXED_THROUGH: &[u8] = b"\x00mindexed_through";
 /// Key of the persisted total of stored event-record bytes.
-pub const META_STORED_BYTES: &[u8] = b"mstored_bytes";
+pub const META_STORED_BYTES: &[u8] = b"\x00mstored_bytes";
 
 /// `e` + seq (BE).
 pub fn event(seq: u64) -> [u8; 9] {

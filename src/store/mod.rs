@@ -51,6 +51,9 @@ pub mod keys;
 pub mod query;
 pub mod record;
 
+#[cfg(test)]
+mod tests;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -129,11 +132,6 @@ pub struct NewEvent {
     pub body: Bytes,
     /// Markers that make a later copy a duplicate.
     pub dedupe: Vec<DedupeKey>,
-    /// Not deliverable before this time, unix ms (the reorder window's hold).
-    pub release_at_ms: i64,
-    /// Lane sort key when the source restores provider order; `None` keeps
-    /// arrival (sequence) order.
-    pub order_ms: Option<i64>,
 }
 
 /// An event read back from the store.
@@ -229,6 +227,13 @@ impl Store {
             .cache_capacity(64 << 20)
             .open()?;
         let tree = db.open_tree(TREE)?;
+        let repaired = complete_interrupted_appends(&tree)?;
+        if repaired > 0 {
+            tracing::warn!(
+                repaired,
+                "completed appends interrupted by a crash (none was acknowledged)"
+            );
+        }
         let next_seq = recover_next_seq(&tree)?;
         let stored_bytes = recover_stored_bytes(&tree)?;
         sync_dir(&options.path)?;
@@ -297,38 +302,14 @@ impl Store {
                 Some(seq) => Appended::Duplicate(Seq(seq)),
                 None => {
                     let seq = state.next_seq;
-                    let record = record::encode(&event.meta, &event.body)?;
+                    let mut meta = event.meta;
+                    meta.markers = marker_keys.iter().map(hex::encode).collect();
+                    let record = record::encode(&meta, &event.body)?;
                     let record_len = record.len() as u64;
-                    let mut batch = sled::Batch::default();
-                    batch.insert(keys::event(seq).to_vec(), record);
-                    let marker = keys::encode_marker(seq, now_ms);
-                    for key in &marker_keys {
-                        batch.insert(key.clone(), marker.to_vec());
-                    }
-                    let pending = serde_json::to_vec(&PendingState {
-                        entity: event.meta.entity.clone(),
-                        source: event.meta.source.clone(),
-                        provider_time_ms: event.meta.provider_time_ms,
-                        order_ms: event.order_ms,
-                        next_at_ms: event.release_at_ms,
-                        ..PendingState::default()
-                    })
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    for dest in &event.meta.destinations {
-                        batch.insert(keys::pending(dest, seq), pending.clone());
-                    }
-                    batch.insert(
-                        keys::META_NEXT_SEQ.to_vec(),
-                        (seq + 1).to_be_bytes().to_vec(),
-                    );
                     let stored = state.stored_bytes + record_len;
-                    batch.insert(
-                        keys::META_STORED_BYTES.to_vec(),
-                        stored.to_be_bytes().to_vec(),
-                    );
-                    if let Err(e) = self.inner.tree.apply_batch(batch) {
+                    if let Err(e) = self.write_event(seq, record, &meta, now_ms, stored) {
                         self.poison(&e.to_string());
-                        return Err(e.into());
+                        return Err(e);
                     }
                     state.next_seq = seq + 1;
                     state.stored_bytes = stored;
@@ -348,6 +329,30 @@ impl Store {
         }
         self.wait_durable(generation).await?;
         Ok(outcome)
+    }
+
+    /// Writes an event and everything derived from it, record first.
+    ///
+    /// Plain ordered inserts, not a `sled::Batch`: sled 0.34's batch costs
+    /// ~10× a plain insert (measured: 105 µs vs 32 µs for a whole append).
+    /// Atomicity comes from the order instead: sled recovers a prefix of its
+    /// log, and the record (written first) names every key written after it,
+    /// so [`Store::open`] completes an append that a crash cut short. Nothing
+    /// is acknowledged before the whole append is flushed anyway.
+    fn write_event(
+        &self,
+        seq: u64,
+        record: Vec<u8>,
+        meta: &EventMeta,
+        now_ms: i64,
+        stored: u64,
+    ) -> Result<(), StoreError> {
+        let tree = &self.inner.tree;
+        tree.insert(keys::event(seq), record)?;
+        write_derived(tree, seq, meta, now_ms, false)?;
+        tree.insert(keys::META_NEXT_SEQ, &(seq + 1).to_be_bytes())?;
+        tree.insert(keys::META_STORED_BYTES, &stored.to_be_bytes())?;
+        Ok(())
     }
 
     /// Waits until every write up to `generation` is flushed and fsynced.
@@ -551,6 +556,67 @@ impl Store {
     }
 }
 
+/// The dedupe markers and pending entries of an event. Idempotent, so
+/// recovery can run it again; when `recovering`, no pending entry is
+/// recreated for a destination that already finished the event.
+fn write_derived(
+    tree: &sled::Tree,
+    seq: u64,
+    meta: &EventMeta,
+    now_ms: i64,
+    recovering: bool,
+) -> Result<(), StoreError> {
+    let marker = keys::encode_marker(seq, now_ms);
+    for hex_key in &meta.markers {
+        let key = hex::decode(hex_key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tree.insert(key, &marker)?;
+    }
+    let pending = serde_json::to_vec(&PendingState {
+        entity: meta.entity.clone(),
+        source: meta.source.clone(),
+        provider_time_ms: meta.provider_time_ms,
+        order_ms: meta.order_ms,
+        next_at_ms: meta.release_at_ms,
+        ..PendingState::default()
+    })
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    for dest in &meta.destinations {
+        if recovering && delivery::is_finished(tree, dest, Seq(seq))? {
+            continue;
+        }
+        tree.insert(keys::pending(dest, seq), pending.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Completes appends a crash interrupted: for events after the last flush
+/// known to have finished, writes any missing marker or pending entry.
+fn complete_interrupted_appends(tree: &sled::Tree) -> Result<usize, StoreError> {
+    let from = match tree.get(keys::META_INDEXED_THROUGH)? {
+        Some(v) => keys::be_u64(&v)?.saturating_add(1),
+        None => 0,
+    };
+    let mut repaired = 0;
+    for item in tree.range(keys::event(from)..=keys::event(u64::MAX)) {
+        let (k, v) = item?;
+        let seq = keys::seq_from_event_key(&k)?;
+        let (meta, _) = record::decode(&v)?;
+        let complete = meta.markers.iter().all(|m| {
+            hex::decode(m)
+                .ok()
+                .is_some_and(|key| tree.contains_key(key).unwrap_or(false))
+        }) && meta.destinations.iter().all(|d| {
+            tree.contains_key(keys::pending(d, seq.0)).unwrap_or(false)
+                || delivery::is_finished(tree, d, seq).unwrap_or(false)
+        });
+        if !complete {
+            write_derived(tree, seq.0, &meta, meta.received_at_ms, true)?;
+            repaired += 1;
+        }
+    }
+    Ok(repaired)
+}
+
 /// The next sequence: one past both the persisted counter and the last event.
 fn recover_next_seq(tree: &sled::Tree) -> Result<u64, StoreError> {
     let from_meta = match tree.get(keys::META_NEXT_SEQ)? {
@@ -615,6 +681,15 @@ async fn flusher(store: Store) {
         match result {
             Ok(Ok(blobs)) => {
                 synced_blobs = blobs;
+                // Every event up to target_seq is now complete on disk;
+                // recovery starts after it (persisted by the next flush).
+                if let Err(e) = inner
+                    .tree
+                    .insert(keys::META_INDEXED_THROUGH, &target_seq.to_be_bytes())
+                {
+                    store.poison(&e.to_string());
+                    return;
+                }
                 inner.durable.send_modify(|d| {
                     d.generation = d.generation.max(target_gen);
                     d.seq = d.seq.max(target_seq);

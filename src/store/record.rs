@@ -14,7 +14,7 @@ use super::StoreError;
 pub const FORMAT_VERSION: u8 = 1;
 
 /// Everything about an event except its body.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EventMeta {
     /// Source name the event arrived on.
     pub source: String,
@@ -38,6 +38,21 @@ pub struct EventMeta {
     /// Destinations this event is routed to.
     #[serde(default)]
     pub destinations: Vec<String>,
+    /// Not deliverable before this time, unix ms (the reorder window's hold).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub release_at_ms: i64,
+    /// Lane sort key when the source restores provider order; `None` keeps
+    /// arrival (sequence) order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_ms: Option<i64>,
+    /// The dedupe marker keys written after this record (hex), so recovery
+    /// can finish an append that a crash interrupted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub markers: Vec<String>,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// Encodes meta and body into one record.
@@ -90,6 +105,9 @@ mod tests {
             content_type: Some("application/json".into()),
             headers: vec![("x-a".into(), "b".into())],
             destinations: vec!["billing".into()],
+            release_at_ms: 5,
+            order_ms: Some(7),
+            markers: vec!["6400".into()],
         }
     }
 
