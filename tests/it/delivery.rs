@@ -245,8 +245,12 @@ async fn dead_letter_after_max_attempts_then_the_lane_skips_by_default() {
 async fn on_dead_letter_block_stops_the_lane_across_restarts_until_redriven() {
     let heal = Arc::new(AtomicBool::new(false));
     let (gw, sink, cfg, dir) = dead_letter_run("block", heal.clone()).await;
+    // Settled: the dead letter is recorded and cus_b's delivery is recorded
+    // (the sink sees a request before the gateway records its answer).
     wait_for("dead letter", Duration::from_secs(20), || async {
-        gw.state.store.dead_letters("app").unwrap().len() == 1 && !sink.received().is_empty()
+        gw.state.store.dead_letters("app").unwrap().len() == 1
+            && !sink.received().is_empty()
+            && gw.state.store.pending_count("app") == 2
     })
     .await;
     // cus_b flowed; cus_a's second event is held behind the dead letter.
