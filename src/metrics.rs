@@ -49,6 +49,12 @@ pub mod names {
     pub const DEAD_LETTERS: &str = "hookgate_dead_letters";
     /// Histogram: seconds spent waiting for a pacer permit, by `destination`.
     pub const RATE_LIMIT_WAIT_SECONDS: &str = "hookgate_rate_limit_wait_seconds";
+    /// Counter: events released ahead of an earlier arrival by the reorder
+    /// window, by `source`.
+    pub const EVENTS_REORDERED: &str = "hookgate_events_reordered";
+    /// Counter: late events (older than what their lane delivered), by
+    /// `source` and `outcome` (the `on_late` policy applied).
+    pub const LATE_EVENTS: &str = "hookgate_late_events";
 }
 
 /// Ingress outcomes used as the `outcome` label (the stable response codes).
@@ -109,6 +115,8 @@ pub struct Metrics {
     retries: Family<DestLabel, Counter>,
     dead_letters: Family<DestLabel, Counter>,
     rate_wait: HistogramFamily<DestLabel>,
+    reordered: Family<SourceLabel, Counter>,
+    late: Family<SourceOutcome, Counter>,
 }
 
 impl Metrics {
@@ -180,6 +188,18 @@ impl Metrics {
             "Time a delivery waited for its destination's rate limit",
             rate_wait.clone(),
         );
+        let reordered = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            names::EVENTS_REORDERED,
+            "Events the reorder window released ahead of an earlier arrival",
+            reordered.clone(),
+        );
+        let late = Family::<SourceOutcome, Counter>::default();
+        registry.register(
+            names::LATE_EVENTS,
+            "Late events by the on_late policy applied",
+            late.clone(),
+        );
         Metrics {
             registry,
             ingress,
@@ -192,6 +212,8 @@ impl Metrics {
             retries,
             dead_letters,
             rate_wait,
+            reordered,
+            late,
         }
     }
 }
@@ -247,6 +269,27 @@ pub fn delivery_attempt(destination: &str, outcome: &str, took: Duration) {
         }
         _ => {}
     }
+}
+
+/// Counts an event the reorder window moved ahead of an earlier arrival.
+pub fn event_reordered(source: &str) {
+    global()
+        .reordered
+        .get_or_create(&SourceLabel {
+            source: source.to_string(),
+        })
+        .inc();
+}
+
+/// Counts a late event and the `on_late` policy applied to it.
+pub fn late_event(source: &str, policy: &str) {
+    global()
+        .late
+        .get_or_create(&SourceOutcome {
+            source: source.to_string(),
+            outcome: policy.to_string(),
+        })
+        .inc();
 }
 
 /// Records how long a delivery waited for its destination's pacer permit.

@@ -106,6 +106,17 @@ pub enum LatePolicy {
     Drop,
 }
 
+impl LatePolicy {
+    /// The config spelling, also the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatePolicy::Deliver => "deliver",
+            LatePolicy::DeadLetter => "dead_letter",
+            LatePolicy::Drop => "drop",
+        }
+    }
+}
+
 /// `[sources.NAME]`: one provider endpoint.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {

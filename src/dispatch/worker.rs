@@ -20,7 +20,7 @@
 //!   the next retry deadline, or by cancellation; it never polls on a fixed
 //!   sleep.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +86,11 @@ pub struct Worker {
     timers: BTreeSet<(i64, Seq)>,
     cursor: Option<Seq>,
     in_flight: JoinSet<Finished>,
+    /// Finished deliveries waiting for their record to be flushed, in
+    /// generation order.
+    settling: VecDeque<(u64, Seq)>,
+    /// An operator paused this destination: nothing new is started.
+    paused: bool,
 }
 
 impl Worker {
@@ -114,6 +119,8 @@ impl Worker {
             timers: BTreeSet::new(),
             cursor: None,
             in_flight: JoinSet::new(),
+            settling: VecDeque::new(),
+            paused: false,
         })
     }
 
@@ -123,23 +130,27 @@ impl Worker {
         let mut durable = self.store.watch_durable();
         let mut epoch = self.store.watch_dispatch();
         let mut reset = false;
+        self.paused = self.store.is_paused(&self.dest.name)?;
         loop {
             // State changed behind our back (redrive, replay, resume): rebuild
             // the window from the store once nothing is in flight, so lanes
             // see the change in sequence order.
-            if reset && self.in_flight.is_empty() {
+            self.finish_settled();
+            if reset && self.in_flight.is_empty() && self.settling.is_empty() {
                 self.window.clear();
                 self.lanes.clear();
                 self.ready.clear();
                 self.timers.clear();
                 self.cursor = None;
+                // Pause and resume arrive as the same wake-up as a redrive.
+                self.paused = self.store.is_paused(&self.dest.name)?;
                 reset = false;
             }
             if self.window.len() < WINDOW / 2 && !reset {
                 self.load()?;
             }
             self.promote_due();
-            if !reset {
+            if !reset && !self.paused {
                 self.start_ready();
             }
             let next_timer = self.timers.first().map(|(at, _)| *at);
@@ -239,6 +250,9 @@ impl Worker {
                 if let Some(a) = previous {
                     self.unschedule(a);
                     tracing::debug!(destination = %self.dest.name, held = a.0, first = h.0, "reordered by provider time");
+                    if let Some(slot) = self.window.get(&h) {
+                        crate::metrics::event_reordered(&slot.state.source);
+                    }
                 }
                 if let Some(lane) = self.lanes.get_mut(key) {
                     lane.active = Some(h);
@@ -323,6 +337,7 @@ impl Worker {
                     .get(&source)
                     .copied()
                     .unwrap_or(LatePolicy::Deliver);
+                crate::metrics::late_event(&source, policy.as_str());
                 tracing::info!(destination = %self.dest.name, source = %source, seq = seq.0, ?policy, "late event");
                 if policy != LatePolicy::Deliver {
                     if let Err(e) = self.settle_late(seq, attempt, policy) {
@@ -349,12 +364,14 @@ impl Worker {
             if let Some(slot) = self.window.get_mut(&seq) {
                 slot.in_flight = true;
             }
+            let dest_name = self.dest.name.clone();
             let outbound = self.outbound.clone();
             let pacer = self.pacer.clone();
             let clock = self.clock.clone();
             self.in_flight.spawn(async move {
                 if let Some(p) = &pacer {
-                    p.acquire().await;
+                    let waited = p.acquire().await;
+                    crate::metrics::rate_limit_waited(&dest_name, waited);
                 }
                 let started_ms = clock.now_ms();
                 let (result, took) = outbound.send(&event, attempt, started_ms, late).await;
@@ -406,9 +423,11 @@ impl Worker {
             error: Some("late event".into()),
             outcome: outcome.into(),
         };
-        self.store
-            .record_attempt(&self.dest.name, seq, &record, &transition, now)?;
-        self.finish_slot(seq);
+        let generation =
+            self.store
+                .record_attempt(&self.dest.name, seq, &record, &transition, now)?;
+        crate::metrics::delivery_attempt(&self.dest.name, outcome, Duration::ZERO);
+        self.settle(seq, generation);
         Ok(())
     }
 
@@ -442,7 +461,17 @@ impl Worker {
             error: error.clone(),
             outcome: outcome.to_string(),
         };
-        tracing::debug!(destination = %self.dest.name, seq = done.seq.0, attempt = done.attempt, ?status, outcome, "delivery attempt");
+        tracing::info!(
+            destination = %self.dest.name,
+            id = %done.seq.to_event_id(),
+            entity = slot.state.entity.as_deref().unwrap_or(""),
+            attempt = done.attempt,
+            ?status,
+            error = error.as_deref().unwrap_or(""),
+            outcome,
+            latency_ms = u64::try_from(done.took.as_millis()).unwrap_or(u64::MAX),
+            "delivery attempt"
+        );
         let now = self.clock.now_ms();
         let slot_lane = slot.lane.clone();
         let provider_time = slot.state.provider_time_ms;
@@ -477,8 +506,10 @@ impl Worker {
                 }
             }
         };
-        self.store
-            .record_attempt(&self.dest.name, done.seq, &record, &transition, now)?;
+        let generation =
+            self.store
+                .record_attempt(&self.dest.name, done.seq, &record, &transition, now)?;
+        crate::metrics::delivery_attempt(&self.dest.name, outcome, done.took);
         if let (Transition::Delivered, Some(key), Some(pt)) =
             (&transition, &slot_lane, provider_time)
         {
@@ -493,8 +524,9 @@ impl Worker {
             slot.in_flight = false;
         }
         match transition {
-            Transition::Delivered | Transition::Dropped => self.finish_slot(done.seq),
-            Transition::Dead { block: false, .. } => self.finish_slot(done.seq),
+            Transition::Delivered | Transition::Dropped | Transition::Dead { block: false, .. } => {
+                self.settle(done.seq, generation)
+            }
             Transition::Dead { block: true, .. } => {
                 if let Some(slot) = self.window.get_mut(&done.seq) {
                     slot.state = state;
@@ -508,6 +540,29 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// A lane moves on only once its finished delivery is on disk, so a crash
+    /// can repeat at most the last delivery of each lane, never one before a
+    /// later one. Laneless events move on at once.
+    fn settle(&mut self, seq: Seq, generation: u64) {
+        let laneless = self.window.get(&seq).is_some_and(|s| s.lane.is_none());
+        if laneless || self.store.is_durable(generation) {
+            self.finish_slot(seq);
+        } else {
+            self.settling.push_back((generation, seq));
+        }
+    }
+
+    /// Finishes settled deliveries whose record has reached the disk.
+    fn finish_settled(&mut self) {
+        while let Some(&(generation, seq)) = self.settling.front() {
+            if !self.store.is_durable(generation) {
+                break;
+            }
+            self.settling.pop_front();
+            self.finish_slot(seq);
+        }
     }
 
     /// Removes a finished delivery and schedules its lane's next event.

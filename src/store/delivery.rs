@@ -164,8 +164,9 @@ impl Store {
         self.tree().scan_prefix(keys::pending_prefix(dest)).count()
     }
 
-    /// Records an attempt and its transition in one atomic batch, then asks
-    /// the flusher to persist it (without waiting).
+    /// Records an attempt and its transition, then asks the flusher to
+    /// persist it (without waiting). Returns the flush generation that makes
+    /// it durable.
     pub fn record_attempt(
         &self,
         dest: &str,
@@ -173,7 +174,7 @@ impl Store {
         attempt: &AttemptRecord,
         transition: &Transition,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         // Ordered plain inserts (a sled batch costs ~10× more): the attempt,
         // then the outcome marker, then the pending change. A crash between
         // two of them leaves a state that only repeats work: a pending entry
@@ -205,8 +206,7 @@ impl Store {
                 }
             }
         }
-        self.request_flush();
-        Ok(())
+        Ok(self.request_flush())
     }
 
     /// A pending state for delivering `seq` to `dest` again from attempt 1:

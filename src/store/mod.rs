@@ -370,9 +370,16 @@ impl Store {
     }
 
     /// Asks the flusher to persist recent writes without waiting for it.
-    pub fn request_flush(&self) {
-        self.inner.written_generation.fetch_add(1, Ordering::SeqCst);
+    /// Returns the generation that flush will cover, for [`Store::is_durable`].
+    pub fn request_flush(&self) -> u64 {
+        let generation = self.inner.written_generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.inner.flush_needed.notify_one();
+        generation
+    }
+
+    /// True once every write up to `generation` is on disk.
+    pub fn is_durable(&self, generation: u64) -> bool {
+        self.inner.durable.borrow().generation >= generation
     }
 
     /// Requests a flush of whatever was written so far and waits for it.

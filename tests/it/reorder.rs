@@ -8,6 +8,24 @@ use hookgate::store::Seq;
 
 use crate::harness::*;
 
+/// The value of one counter series in the gateway's `/metrics` (0 if absent).
+async fn counter(gw: &Gw, series: &str) -> f64 {
+    let text = client()
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+const REORDERED: &str = "hookgate_events_reordered_total{source=\"stripe\"}";
+const LATE_DELIVERED: &str = "hookgate_late_events_total{source=\"stripe\",outcome=\"deliver\"}";
+
 fn config(sink: &Sink, source_extra: &str) -> String {
     format!(
         r#"
@@ -95,6 +113,7 @@ async fn shuffled_arrivals_within_the_window_are_delivered_in_provider_order() {
             )
         })
         .collect();
+    let reordered_before = counter(&gw, REORDERED).await;
     let started = Instant::now();
     post_concurrently(&gw, shuffled(events)).await;
     let posting = started.elapsed();
@@ -107,6 +126,8 @@ async fn shuffled_arrivals_within_the_window_are_delivered_in_provider_order() {
     })
     .await;
     assert_eq!(assert_provider_order(&sink.received()), 50);
+    let reordered = counter(&gw, REORDERED).await - reordered_before;
+    assert!(reordered > 100.0, "reorder counter moved by {reordered}");
     assert!(sink
         .received()
         .iter()
@@ -162,6 +183,10 @@ async fn a_late_event_is_delivered_flagged_by_default() {
         sink.received().iter().any(|r| t_of(r) == 1000)
     })
     .await;
+    assert!(
+        counter(&gw, LATE_DELIVERED).await >= 1.0,
+        "late counter did not move"
+    );
     let late = sink
         .received()
         .into_iter()
