@@ -181,8 +181,22 @@ impl Store {
         // beside its delivered or dead marker is simply attempted again.
         let json = |v: &dyn erased::Json| v.to_json();
         let tree = self.tree();
-        let mut akey = keyed(keys::ATTEMPT, dest, seq.0);
-        akey.extend_from_slice(&attempt.attempt.to_be_bytes());
+        // Records are numbered by their own counter, not by the attempt
+        // number: a redrive restarts the attempt budget, and its attempt 1
+        // must not overwrite the history of the first run.
+        let prefix = keyed(keys::ATTEMPT, dest, seq.0);
+        let next = match tree.scan_prefix(&prefix).keys().next_back() {
+            Some(last) => {
+                let last = last?;
+                let tail: [u8; 4] = last[last.len() - 4..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("attempt key".into()))?;
+                u32::from_be_bytes(tail).saturating_add(1)
+            }
+            None => 1,
+        };
+        let mut akey = prefix;
+        akey.extend_from_slice(&next.to_be_bytes());
         tree.insert(akey, json(attempt)?)?;
         let pkey = keys::pending(dest, seq.0);
         match transition {

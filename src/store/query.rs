@@ -296,10 +296,12 @@ impl Store {
             if self.tree().contains_key(&pkey)? {
                 continue;
             }
-            // Attempt numbers go on from the last one so the replay's attempt
-            // records add to the history instead of overwriting it.
-            let done = u32::try_from(self.attempts(dest, seq)?.len()).unwrap_or(u32::MAX);
-            batch.insert(pkey, fresh_pending(&event, done)?);
+            // A fresh attempt budget; attempt records are numbered on their
+            // own, so the replay adds to the history instead of overwriting it.
+            let Some(state) = self.fresh_pending(dest, seq)? else {
+                continue;
+            };
+            batch.insert(pkey, serde_json::to_vec(&state).map_err(corrupt)?);
             // Keep "exactly one of pending, delivered, dead" per destination.
             batch.remove(keyed(keys::DELIVERED, dest, seq.0));
             batch.remove(keyed(keys::DEAD, dest, seq.0));
@@ -351,21 +353,4 @@ fn matches_meta(filter: &EventFilter, event: &StoredEvent) -> bool {
             .is_none_or(|e| meta.entity.as_deref() == Some(e))
         && filter.since_ms.is_none_or(|t| meta.received_at_ms >= t)
         && filter.until_ms.is_none_or(|t| meta.received_at_ms < t)
-}
-
-/// A fresh pending entry (due now, attempt numbering continuing after
-/// `attempts`) for a replayed event.
-///
-/// Written through [`PendingState`]'s serde form so the lane fields (entity,
-/// source, provider time) are carried whatever fields the struct has grown:
-/// unknown fields are ignored and missing ones default.
-fn fresh_pending(event: &StoredEvent, attempts: u32) -> Result<Vec<u8>, StoreError> {
-    let value = serde_json::json!({
-        "n": attempts,
-        "e": event.meta.entity,
-        "s": event.meta.source,
-        "p": event.meta.provider_time_ms,
-    });
-    let state: PendingState = serde_json::from_value(value).map_err(corrupt)?;
-    serde_json::to_vec(&state).map_err(corrupt)
 }

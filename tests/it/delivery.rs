@@ -282,6 +282,21 @@ async fn on_dead_letter_block_stops_the_lane_across_restarts_until_redriven() {
         "nothing was sent while blocked"
     );
     assert!(gw.state.store.dead_letters("app").unwrap().is_empty());
+    // The redrive's attempt adds to the history instead of overwriting it.
+    let history = gw.state.store.attempts("app", Seq(dead[0].seq)).unwrap();
+    let outcomes: Vec<_> = history
+        .iter()
+        .map(|a| (a.attempt, a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (1, "retry"),
+            (2, "retry"),
+            (3, "dead_letter"),
+            (1, "delivered")
+        ]
+    );
     gw.stop().await.unwrap();
 }
 
