@@ -200,33 +200,42 @@ impl Gateway {
 /// Periodic upkeep that is not on any request path: expiring dedupe markers
 /// and deleting delivered events past `storage.retention`.
 async fn housekeeping(state: AppState) {
-    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    // The first pass waits a period: startup (recovery) is busy enough.
+    let start = tokio::time::Instant::now() + HOUSEKEEPING_EVERY;
+    let mut tick = tokio::time::interval_at(start, HOUSEKEEPING_EVERY);
+    let mut cursor: Option<Vec<u8>> = None;
     loop {
         tick.tick().await;
         let store = state.store.clone();
         let now = state.clock.now_ms();
         let retention_ms =
             i64::try_from(state.config.storage.retention.as_millis()).unwrap_or(i64::MAX);
+        let from = cursor.take();
         let swept = tokio::task::spawn_blocking(move || {
-            Ok::<_, store::StoreError>((
-                store.sweep_dedupe(now)?,
-                store.expire_delivered(now, retention_ms)?,
-            ))
+            let (markers, next) = store.sweep_dedupe(now, from, DEDUPE_SWEEP_KEYS)?;
+            let events = store.expire_delivered(now, retention_ms)?;
+            Ok::<_, store::StoreError>((markers, next, events))
         })
         .await;
         match swept {
-            Ok(Ok((markers, events))) if markers + events > 0 => {
-                tracing::info!(
-                    markers,
-                    events,
-                    "expired dedupe markers and delivered events"
-                )
+            Ok(Ok((markers, next, events))) => {
+                cursor = next;
+                if markers + events > 0 {
+                    tracing::info!(
+                        markers,
+                        events,
+                        "expired dedupe markers and delivered events"
+                    );
+                }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
-            _ => {}
+            Err(_) => {}
         }
     }
 }
+
+/// Dedupe markers visited per housekeeping pass (bounded work per minute).
+pub const DEDUPE_SWEEP_KEYS: usize = 50_000;
 
 /// How often housekeeping runs.
 pub const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);

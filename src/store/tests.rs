@@ -102,3 +102,47 @@ async fn recovery_does_not_resurrect_a_finished_delivery() {
     assert!(store.delivered_at("app", Seq(1)).unwrap().is_some());
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_dedupe_sweep_removes_only_expired_markers_in_bounded_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(options(dir.path())).unwrap();
+    // Window is 1 h: five markers from t=0, five from t=2 h.
+    for n in 0..5 {
+        store.append(event(&format!("old_{n}")), 0).await.unwrap();
+    }
+    for n in 0..5 {
+        store
+            .append(event(&format!("new_{n}")), 7_200_000)
+            .await
+            .unwrap();
+    }
+    let now = 7_200_000 + 1;
+    let mut cursor = None;
+    let mut removed = 0;
+    let mut passes = 0;
+    loop {
+        let (n, next) = store.sweep_dedupe(now, cursor, 3).unwrap();
+        removed += n;
+        passes += 1;
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(removed, 5);
+    assert!(
+        passes >= 4,
+        "10 markers at 3 per pass take 4 passes, took {passes}"
+    );
+    // An expired id is new again; a live one is still a duplicate.
+    assert!(matches!(
+        store.append(event("old_0"), now).await.unwrap(),
+        Appended::Accepted(_)
+    ));
+    assert!(matches!(
+        store.append(event("new_0"), now).await.unwrap(),
+        Appended::Duplicate(_)
+    ));
+    store.close().await.unwrap();
+}
