@@ -49,10 +49,7 @@ impl Github {
 
     /// `X-Hub-Signature-256` plus `X-GitHub-Delivery: id`.
     pub(crate) fn sign(&self, body: &[u8], id: &str) -> SignedRequest {
-        let sig = self
-            .keys
-            .first()
-            .and_then(|k| Algorithm::Sha256.mac(k.bytes(), &[body]))
+        let sig = mac::sign_first(Algorithm::Sha256, &self.keys, &[body])
             .map(|m| mac::encode_hex(&m))
             .unwrap_or_default();
         headers_only(vec![

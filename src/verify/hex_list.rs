@@ -78,12 +78,13 @@ impl HexListScheme {
         } else {
             now_ms.div_euclid(1000).to_string()
         };
-        let sig = self
-            .keys
-            .first()
-            .and_then(|k| Algorithm::Sha256.mac(k.bytes(), &[ts.as_bytes(), f.joiner, body]))
-            .map(|m| mac::encode_hex(&m))
-            .unwrap_or_default();
+        let sig = mac::sign_first(
+            Algorithm::Sha256,
+            &self.keys,
+            &[ts.as_bytes(), f.joiner, body],
+        )
+        .map(|m| mac::encode_hex(&m))
+        .unwrap_or_default();
         let value = format!("{}={ts}{}{}={sig}", f.ts_key, f.sign_sep, f.sig_key);
         headers_only(vec![(f.wire_name, value)])
     }

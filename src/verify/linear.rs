@@ -70,10 +70,7 @@ impl Linear {
     /// `Linear-Signature` plus `Linear-Delivery: id`. The body's
     /// `webhookTimestamp` is the caller's to set: it is part of the body.
     pub(crate) fn sign(&self, body: &[u8], id: &str) -> SignedRequest {
-        let sig = self
-            .keys
-            .first()
-            .and_then(|k| Algorithm::Sha256.mac(k.bytes(), &[body]))
+        let sig = mac::sign_first(Algorithm::Sha256, &self.keys, &[body])
             .map(|m| mac::encode_hex(&m))
             .unwrap_or_default();
         headers_only(vec![

@@ -113,6 +113,11 @@ impl Key {
     }
 }
 
+/// The MAC of `parts` with the first key: what a provider sends, for `sign`.
+pub(crate) fn sign_first(algorithm: Algorithm, keys: &[Key], parts: &[&[u8]]) -> Option<Vec<u8>> {
+    keys.first().and_then(|k| algorithm.mac(k.bytes(), parts))
+}
+
 /// Constant-time equality; slices of different lengths are simply unequal
 /// (that reveals only the length, which is public for every MAC).
 pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {

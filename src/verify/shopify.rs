@@ -53,10 +53,7 @@ impl Shopify {
 
     /// `X-Shopify-Hmac-Sha256` plus `X-Shopify-Webhook-Id: id`.
     pub(crate) fn sign(&self, body: &[u8], id: &str) -> SignedRequest {
-        let sig = self
-            .keys
-            .first()
-            .and_then(|k| Algorithm::Sha256.mac(k.bytes(), &[body]))
+        let sig = mac::sign_first(Algorithm::Sha256, &self.keys, &[body])
             .map(|m| mac::encode_base64(&m))
             .unwrap_or_default();
         headers_only(vec![

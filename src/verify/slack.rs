@@ -49,12 +49,13 @@ impl Slack {
     /// Both headers, signed with the first secret at `now` (whole seconds).
     pub(crate) fn sign(&self, body: &[u8], now_ms: i64) -> SignedRequest {
         let ts = now_ms.div_euclid(1000).to_string();
-        let sig = self
-            .keys
-            .first()
-            .and_then(|k| Algorithm::Sha256.mac(k.bytes(), &[b"v0:", ts.as_bytes(), b":", body]))
-            .map(|m| mac::encode_hex(&m))
-            .unwrap_or_default();
+        let sig = mac::sign_first(
+            Algorithm::Sha256,
+            &self.keys,
+            &[b"v0:", ts.as_bytes(), b":", body],
+        )
+        .map(|m| mac::encode_hex(&m))
+        .unwrap_or_default();
         headers_only(vec![
             ("X-Slack-Request-Timestamp", ts),
             ("X-Slack-Signature", format!("v0={sig}")),

@@ -212,10 +212,7 @@ impl Twilio {
             let q = format!("{BODY_HASH}={}", mac::encode_hex(&mac::sha256(&[body])));
             (format!("{}?{q}", self.public_url), Vec::new(), Some(q))
         };
-        let sig = self
-            .keys
-            .first()
-            .and_then(|k| Algorithm::Sha1.mac(k.bytes(), &[url.as_bytes(), &params]))
+        let sig = mac::sign_first(Algorithm::Sha1, &self.keys, &[url.as_bytes(), &params])
             .map(|m| mac::encode_base64(&m))
             .unwrap_or_default();
         SignedRequest {
