@@ -3,9 +3,12 @@
 //! Lives in the store's tree so it follows the same durability rules; but a
 //! delivery-state write is not waited on: losing the last few of them in a
 //! crash only means an event is delivered again (at-least-once, the
-//! `webhook-id` lets the app dedupe), never that one is skipped. Each
-//! transition is one atomic batch, so an event is always in exactly one of
-//! pending, delivered or dead for a destination.
+//! `webhook-id` lets the app dedupe), never that one is skipped. A
+//! transition writes its outcome marker (delivered or dead) before it removes
+//! the pending entry, so a crash in between leaves a pending entry beside its
+//! marker: the event is attempted again, never lost. Dispatch moves a lane on
+//! only once the transition is flushed, so a crash repeats at most the last
+//! delivery of each lane.
 //!
 //! | key | value |
 //! |---|---|

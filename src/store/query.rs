@@ -1,8 +1,9 @@
 //! Read-side queries for operators (the admin API) and the pause flag.
 //!
-//! Everything here reads the same tree as dispatch and writes only through
-//! atomic batches, so the delivery invariant of [`super::delivery`] holds: for
-//! a destination an event is in exactly one of pending, delivered or dead.
+//! Everything here reads the same tree as dispatch; replay and the pause flag
+//! write through atomic batches (rare operator actions, where a batch's cost
+//! does not matter), so a replayed event is in exactly one of pending,
+//! delivered or dead for a destination.
 //!
 //! | key | value |
 //! |---|---|
