@@ -4,7 +4,7 @@
 //! - Cheap refusals come first: shutdown, per-IP rate, unknown source and an
 //!   oversize `Content-Length` are answered before the body is read.
 //! - The body is read into memory once, bounded by `server.max_body`, and
-//!   handed on as raw [`Bytes`]: nothing parses it before the signature is
+//!   handed on as raw `Bytes`: nothing parses it before the signature is
 //!   checked over those exact bytes.
 //! - Every request holds a slot of a global concurrency cap and runs under
 //!   `server.request_timeout`, so slow clients cannot pile up unbounded work.
@@ -12,7 +12,7 @@
 //! - Every answered request is observed once, by the outermost layer: one
 //!   structured log line (source, outcome, gateway and provider event id,
 //!   entity, latency; never the body or a header value) and the ingress
-//!   metrics. Inner layers tag their response with an [`Observed`] extension
+//!   metrics. Inner layers tag their response with an `Observed` extension
 //!   saying how it ended.
 
 mod response;
