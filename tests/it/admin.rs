@@ -561,74 +561,6 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
     gw.stop().await.unwrap();
 }
 
-const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// One source per provider preset (as a provider's dashboard would set it up).
-fn all_presets_config() -> String {
-    format!(
-        r#"
-[sources.stripe]
-provider = "stripe"
-secrets = ["whsec_test_secret"]
-
-[sources.github]
-provider = "github"
-secrets = ["It's a Secret to Everybody"]
-
-[sources.standard]
-provider = "standard"
-secrets = ["{WHSEC}"]
-
-[sources.svix]
-provider = "svix"
-secrets = ["{WHSEC}"]
-
-[sources.slack]
-provider = "slack"
-secrets = ["8f742231b10e8888abcd99yyyzzz85a5"]
-
-[sources.shopify]
-provider = "shopify"
-secrets = ["shpss_test_secret"]
-
-[sources.workos]
-provider = "workos"
-secrets = ["wos_secret_test"]
-
-[sources.gitlab]
-provider = "gitlab"
-secrets = ["gitlab-plain-token"]
-
-[sources.gitlab_signed]
-provider = "gitlab"
-secrets = ["{WHSEC}"]
-
-[sources.twilio]
-provider = "twilio"
-secrets = ["12345"]
-public_url = "https://hooks.example.com/hooks/twilio"
-
-[sources.paddle]
-provider = "paddle"
-secrets = ["pdl_ntfset_01hbpjmytsa32fhr36nqgc3kgb_secret"]
-
-[sources.linear]
-provider = "linear"
-secrets = ["lin_wh_test_secret"]
-
-[sources.acme]
-provider = "hmac"
-secrets = ["acme-secret"]
-signature_header = "X-Acme-Signature"
-algorithm = "sha256"
-encoding = "hex"
-prefix = "sha256="
-timestamp_header = "X-Acme-Timestamp"
-signed_payload = "{{timestamp}}.{{body}}"
-"#
-    )
-}
-
 /// A body each provider would plausibly send (fresh timestamps where signed).
 fn preset_body(source: &str) -> String {
     let now = now_ms();
@@ -673,7 +605,7 @@ async fn hookgate(args: &[&str]) -> (bool, String, String) {
 async fn hookgate_send_is_accepted_for_every_provider_preset() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let cfg = all_presets_config();
+    let cfg = crate::ingest::all_providers_config();
     let gw = Gw::start(&cfg, &data).await;
     let config_file = dir.path().join("hookgate.toml");
     std::fs::write(&config_file, with_storage_path(&cfg, &data)).unwrap();

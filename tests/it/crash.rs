@@ -155,6 +155,41 @@ pub async fn post_until(
     }
 }
 
+/// Runs `rounds` rounds of: start the real binary, post from `workers`
+/// tasks over `entities` entities, await `before_kill(round)`, `kill -9`.
+/// Returns every acknowledgement (gateway id → body).
+pub async fn kill_rounds<F, Fut>(
+    config: &Path,
+    rounds: u64,
+    workers: usize,
+    entities: u32,
+    mut before_kill: F,
+) -> BTreeMap<String, Vec<u8>>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    for round in 0..rounds {
+        let mut proc = Proc::start(config);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let poster = tokio::spawn(post_until(
+            proc.ingress,
+            workers,
+            entities,
+            stop.clone(),
+            acked.clone(),
+            round * 100_000_000,
+        ));
+        before_kill(round).await;
+        proc.kill9();
+        stop.cancel();
+        poster.await.expect("poster");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    acked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -218,29 +253,18 @@ async fn kill_9_mid_delivery_delivers_every_acknowledged_event_in_entity_order()
             sink.url()
         ),
     );
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    for round in 0..2u64 {
-        let mut proc = Proc::start(&config);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let poster = tokio::spawn(post_until(
-            proc.ingress,
-            8,
-            20,
-            stop.clone(),
-            acked.clone(),
-            round * 100_000_000,
-        ));
-        // Kill while deliveries are flowing and a backlog is pending.
+    // Kill while deliveries are flowing and a backlog is pending.
+    let acked = kill_rounds(&config, 2, 8, 20, |_| {
         let before = sink.received().len();
-        wait_for("deliveries under way", Duration::from_secs(30), || async {
-            sink.received().len() >= before + 200
-        })
-        .await;
-        proc.kill9();
-        stop.cancel();
-        poster.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+        let sink = &sink;
+        async move {
+            wait_for("deliveries under way", Duration::from_secs(30), || async {
+                sink.received().len() >= before + 200
+            })
+            .await;
+        }
+    })
+    .await;
     assert!(
         acked.len() > sink.received().len(),
         "the kill must leave a backlog"

@@ -10,7 +10,8 @@ use crate::harness::*;
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn all_providers_config() -> String {
+/// One source per provider preset, as a provider dashboard would set it up.
+pub fn all_providers_config() -> String {
     format!(
         r#"
 [sources.stripe]

@@ -1,14 +1,13 @@
 //! Fault tests for the guarantees: a full queue, a downstream outage, and a
 //! loop of `kill -9` during mixed ingest and delivery.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use hookgate::store::{Seq, Store, StoreOptions};
 use tokio::net::TcpListener;
 
-use crate::crash::{post_until, write_config, Proc};
+use crate::crash::{kill_rounds, write_config, Proc};
 use crate::harness::*;
 
 fn config(url: &str, storage: &str, dest_extra: &str) -> String {
@@ -158,24 +157,11 @@ async fn ten_kill_9s_during_ingest_and_delivery_lose_nothing_and_keep_order() {
             sink.url()
         ),
     );
-    let acked = Arc::new(Mutex::new(BTreeMap::new()));
-    for round in 0..10u64 {
-        let mut proc = Proc::start(&cfg);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let poster = tokio::spawn(post_until(
-            proc.ingress,
-            6,
-            12,
-            stop.clone(),
-            acked.clone(),
-            round * 100_000_000,
-        ));
-        tokio::time::sleep(kill_after(round)).await; // a random moment, not a wait for a condition
-        proc.kill9();
-        stop.cancel();
-        poster.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    // A random moment each round, not a wait for a condition.
+    let acked = kill_rounds(&cfg, 10, 6, 12, |round| {
+        tokio::time::sleep(kill_after(round))
+    })
+    .await;
     assert!(!acked.is_empty());
     let _proc = Proc::start(&cfg);
     let want: HashSet<String> = acked.keys().cloned().collect();
