@@ -190,6 +190,20 @@ where
     acked
 }
 
+/// Waits until `sink` has received every acknowledged gateway id.
+pub async fn wait_all_delivered(sink: &Sink, acked: &BTreeMap<String, Vec<u8>>, timeout: Duration) {
+    let want: HashSet<String> = acked.keys().cloned().collect();
+    wait_for("every acknowledged event delivered", timeout, || async {
+        let got: HashSet<String> = sink
+            .received()
+            .iter()
+            .filter_map(|r| r.header("webhook-id"))
+            .collect();
+        want.is_subset(&got)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -271,30 +285,9 @@ async fn kill_9_mid_delivery_delivers_every_acknowledged_event_in_entity_order()
     );
     // Restart and let it drain.
     let _proc = Proc::start(&config);
-    let want: HashSet<String> = acked.keys().cloned().collect();
-    wait_for(
-        "every acknowledged event delivered",
-        Duration::from_secs(60),
-        || async {
-            let got: HashSet<String> = sink
-                .received()
-                .iter()
-                .filter_map(|r| r.header("webhook-id"))
-                .collect();
-            want.is_subset(&got)
-        },
-    )
-    .await;
+    wait_all_delivered(&sink, &acked, Duration::from_secs(60)).await;
     // Per entity, never backwards (a redelivery after the crash may repeat).
-    let mut last: BTreeMap<String, Seq> = BTreeMap::new();
-    for r in sink.received() {
-        let entity = r.header("hookgate-entity").unwrap();
-        let seq = Seq::parse_event_id(&r.header("webhook-id").unwrap()).unwrap();
-        if let Some(prev) = last.get(&entity) {
-            assert!(seq >= *prev, "entity {entity}: {seq:?} after {prev:?}");
-        }
-        last.insert(entity, seq);
-    }
+    crate::delivery::assert_order_per_entity(&sink.received());
     eprintln!(
         "kill -9 mid-delivery: {} acknowledged, {} deliveries received",
         acked.len(),

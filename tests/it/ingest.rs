@@ -80,7 +80,7 @@ event_id = "header:X-Acme-Delivery"
 }
 
 /// A body each provider would plausibly send, unique per `n`.
-fn body_for(source: &str, n: u32) -> Vec<u8> {
+pub fn body_for(source: &str, n: u32) -> Vec<u8> {
     let now = now_ms();
     match source {
         "stripe" => format!(r#"{{"id":"evt_{n}","object":"event","created":{},"data":{{"object":{{"id":"cus_{n}"}}}}}}"#, now / 1000),
@@ -94,7 +94,8 @@ fn body_for(source: &str, n: u32) -> Vec<u8> {
     .into_bytes()
 }
 
-const SOURCES: &[&str] = &[
+/// Every source of [`all_providers_config`].
+pub const SOURCES: &[&str] = &[
     "stripe",
     "github",
     "standard",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hookgate::store::{Seq, Store, StoreOptions};
 use tokio::net::TcpListener;
 
-use crate::crash::{kill_rounds, write_config, Proc};
+use crate::crash::{kill_rounds, wait_all_delivered, write_config, Proc};
 use crate::harness::*;
 
 fn config(url: &str, storage: &str, dest_extra: &str) -> String {
@@ -164,20 +164,7 @@ async fn ten_kill_9s_during_ingest_and_delivery_lose_nothing_and_keep_order() {
     .await;
     assert!(!acked.is_empty());
     let _proc = Proc::start(&cfg);
-    let want: HashSet<String> = acked.keys().cloned().collect();
-    wait_for(
-        "every acknowledged event delivered",
-        Duration::from_secs(90),
-        || async {
-            let got: HashSet<String> = sink
-                .received()
-                .iter()
-                .filter_map(|r| r.header("webhook-id"))
-                .collect();
-            want.is_subset(&got)
-        },
-    )
-    .await;
+    wait_all_delivered(&sink, &acked, Duration::from_secs(90)).await;
     crate::delivery::assert_order_per_entity(&sink.received());
     drop(_proc);
     // Nothing corrupt: every record decodes.
