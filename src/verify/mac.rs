@@ -113,6 +113,21 @@ impl Key {
     }
 }
 
+/// The proof for a scheme that signs the body alone with HMAC-SHA256 and no
+/// timestamp (GitHub, Shopify): `sig` must match the body under any key.
+pub(crate) fn verify_body_sha256(
+    keys: &[Key],
+    body: &[u8],
+    sig: Vec<u8>,
+) -> Result<super::Verified, super::VerifyError> {
+    let matched =
+        find_match(Algorithm::Sha256, keys, &[body], &[sig]).ok_or(super::VerifyError::Mismatch)?;
+    Ok(super::Verified {
+        signed_at_ms: None,
+        replay_token: replay_token(&matched, None),
+    })
+}
+
 /// The MAC of `parts` with the first key: what a provider sends, for `sign`.
 pub(crate) fn sign_first(algorithm: Algorithm, keys: &[Key], parts: &[&[u8]]) -> Option<Vec<u8>> {
     keys.first().and_then(|k| algorithm.mac(k.bytes(), parts))
