@@ -53,6 +53,14 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::{Store, StoreOptions};
 
+/// mimalloc instead of glibc's malloc: sled copies a leaf on every insert
+/// and the ingest path allocates per request from many threads; under glibc
+/// that showed up as ~20% of ingest CPU with arena-lock contention
+/// (`bench/RESULTS.md`). Set here, not in `main.rs`, so the tests and the
+/// benches run the allocator the binary runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Shared state of the running gateway: a small `Clone` struct of cheap handles.
 #[derive(Clone)]
 pub struct AppState {
@@ -111,6 +119,7 @@ impl Gateway {
             path: config.storage.path.clone(),
             dedupe_window: config.storage.dedupe_window,
             max_queue_bytes: config.storage.max_queue_bytes,
+            segment_bytes: store::DEFAULT_SEGMENT_BYTES,
         })
         .map_err(|e| anyhow::anyhow!("storage.path {}: {e}", config.storage.path.display()))?;
         let state = AppState {
@@ -227,10 +236,31 @@ async fn housekeeping(state: AppState) {
                         "expired dedupe markers and delivered events"
                     );
                 }
+                if events > 0 {
+                    reclaim_segments(&state.store).await;
+                }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
             Err(_) => {}
         }
+    }
+}
+
+/// Deletes the event-log segments that expired events emptied, once those
+/// deletions are durable (a crash must not revive a locator into a deleted
+/// segment).
+async fn reclaim_segments(store: &Store) {
+    if let Err(e) = store.sync().await {
+        tracing::warn!(error = %e, "housekeeping: flush before reclaiming segments failed");
+        return;
+    }
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || store.reclaim_segments()).await {
+        Ok(Ok(segments)) if segments > 0 => {
+            tracing::info!(segments, "deleted event-log segments emptied by retention");
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping: reclaiming segments failed"),
+        _ => {}
     }
 }
 

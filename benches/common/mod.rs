@@ -921,6 +921,7 @@ pub async fn store_load(
         path: path.clone(),
         dedupe_window: config.storage.dedupe_window,
         max_queue_bytes: None,
+        segment_bytes: hookgate::store::DEFAULT_SEGMENT_BYTES,
     })
     .expect("open store");
     let start = Instant::now();

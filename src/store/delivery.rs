@@ -341,7 +341,7 @@ impl Store {
         for item in self.tree().range(keys::event(0)..=keys::event(durable)) {
             let (k, v) = item?;
             let seq = keys::seq_from_event_key(&k)?;
-            let (meta, _) = super::record::decode(&v)?;
+            let (meta, _, record_len) = self.load_event(&v)?;
             if meta.received_at_ms > cutoff {
                 break;
             }
@@ -365,7 +365,7 @@ impl Store {
                     batch.remove(a?);
                 }
             }
-            self.apply_removal(batch, v.len() as u64)?;
+            self.apply_removal(batch, record_len)?;
             removed += 1;
         }
         if removed > 0 {

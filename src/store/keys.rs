@@ -17,12 +17,32 @@ pub const DELIVERED: u8 = b'o';
 pub const DEAD: u8 = b'x';
 /// Prefix of per-lane delivered provider-time marks.
 pub const LANE_MARK: u8 = b'w';
-/// Key of the persisted next sequence.
-pub const META_NEXT_SEQ: &[u8] = b"\x00mnext_seq";
-/// Key of the highest sequence known complete on disk (crash recovery).
-pub const META_INDEXED_THROUGH: &[u8] = b"\x00mindexed_through";
-/// Key of the persisted total of stored event-record bytes.
-pub const META_STORED_BYTES: &[u8] = b"\x00mstored_bytes";
+/// Key of the flush watermark: the highest sequence known complete on disk
+/// (recovery checks only the events after it) and the record bytes of the
+/// events up to it, in one value so one insert moves both.
+pub const META_WATERMARK: &[u8] = b"\x00mwatermark";
+/// Older builds' keys, read when [`META_WATERMARK`] is absent.
+pub const LEGACY_NEXT_SEQ: &[u8] = b"\x00mnext_seq";
+/// See [`LEGACY_NEXT_SEQ`].
+pub const LEGACY_INDEXED_THROUGH: &[u8] = b"\x00mindexed_through";
+/// See [`LEGACY_NEXT_SEQ`].
+pub const LEGACY_STORED_BYTES: &[u8] = b"\x00mstored_bytes";
+
+/// Value of [`META_WATERMARK`]: sequence, then bytes (both BE).
+pub fn encode_watermark(seq: u64, bytes: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&seq.to_be_bytes());
+    v[8..].copy_from_slice(&bytes.to_be_bytes());
+    v
+}
+
+/// Reads [`encode_watermark`] output.
+pub fn decode_watermark(v: &[u8]) -> Result<(u64, u64), StoreError> {
+    if v.len() != 16 {
+        return Err(StoreError::Corrupt("watermark".into()));
+    }
+    Ok((be_u64(&v[..8])?, be_u64(&v[8..])?))
+}
 
 /// `e` + seq (BE).
 pub fn event(seq: u64) -> [u8; 9] {

@@ -3,12 +3,14 @@
 //!
 //! # Durability contract
 //!
-//! - [`Store::append`] returns `Ok` only after the event, its dedupe markers
-//!   and its pending-delivery entries are in sled **and** sled's files are
-//!   fsynced: `Db::flush()` (which on Linux issues `sync_file_range`, not an
-//!   fsync — sled#1452) followed by `fdatasync` of the `db` file and of any new
-//!   file under `blobs/` (large values live there) plus the `blobs/` directory.
-//!   So an acknowledged event survives `kill -9` and power loss.
+//! - [`Store::append`] returns `Ok` only after the event's record is in the
+//!   event log ([`segments`]) and its locator, dedupe markers and
+//!   pending-delivery entries are in sled, **and** all of it is fsynced:
+//!   `fdatasync` of the log's segment files first, then `Db::flush()` (which
+//!   on Linux issues `sync_file_range`, not an fsync — sled#1452) followed by
+//!   `fdatasync` of sled's `db` file and of any new file under `blobs/` plus
+//!   the `blobs/` directory. So an acknowledged event survives `kill -9` and
+//!   power loss.
 //! - Group commit: one flusher task owns every flush. Appends bump a write
 //!   generation and wait until a flush that started after their write has
 //!   finished. Concurrent requests therefore share one flush. A single flusher
@@ -19,13 +21,18 @@
 //!   measured). sled recovers a prefix of its log, so a crash can only cut an
 //!   append short after its record; the record lists every key that follows
 //!   it, and `Store::open` completes such appends for the events after the
-//!   last flush known complete (`META_INDEXED_THROUGH`). So a marker never
+//!   last flush known complete (the watermark, `keys::META_WATERMARK`). So a marker never
 //!   exists without its event, and after recovery no event lacks its marker
 //!   or delivery state. Such an event was never acknowledged.
 //! - If a write or a flush fails, the store is **poisoned**: every waiting and
 //!   future append fails (ingress answers 503), readiness goes false, and the
 //!   process is asked to exit so its supervisor can restart it. Nothing that
 //!   was not flushed is acknowledged.
+//! - After power loss sled may hold a locator whose record did not reach the
+//!   disk (that event was never acknowledged); `Store::open` finds it by its
+//!   CRC and removes it with its marker and pending entries, so a provider's
+//!   retry is accepted again. At open every recovered record is fsynced
+//!   before dispatch may read it.
 //! - Readers (dispatch, the events API) see only events up to the durable
 //!   sequence, so nothing is delivered or paged out that a crash could take
 //!   back and hand to another event.
@@ -39,11 +46,11 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `e` seq | event record ([`record`]) |
+//! | `e` seq | locator of the event record ([`record`]) in the log ([`segments`]) |
 //! | `d` source `\0` kind id | dedupe marker: seq, received_at (both BE) |
 //! | `p` destination `\0` seq | pending delivery state (JSON) |
 //! | `a`, `o`, `x`, `w` destination `\0` ... | attempts, delivered markers, dead letters, lane marks ([`delivery`]) |
-//! | `m` name | store metadata (`next_seq`) |
+//! | `\0m` name | store metadata (the flush watermark) |
 //!
 //! Sequences are assigned under the write lock that also writes the event,
 //! so sequence order is commit order.
@@ -55,6 +62,7 @@ pub mod delivery;
 pub mod keys;
 pub mod query;
 pub mod record;
+pub mod segments;
 
 #[cfg(test)]
 mod tests;
@@ -71,6 +79,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use delivery::{AttemptRecord, DeadLetter, PendingState, Transition};
 pub use record::EventMeta;
+pub use segments::DEFAULT_SEGMENT_BYTES;
+
+use segments::{ActiveSegment, Locator, SegmentLog};
 
 /// Name of the sled tree holding everything.
 pub const TREE: &str = "hookgate";
@@ -179,6 +190,9 @@ pub struct StoreOptions {
     pub dedupe_window: Duration,
     /// Above this many bytes on disk appends fail with [`StoreError::Full`].
     pub max_queue_bytes: Option<u64>,
+    /// Size at which the event log rolls to a new segment file
+    /// ([`DEFAULT_SEGMENT_BYTES`]; tests use small ones to see rolling).
+    pub segment_bytes: u64,
 }
 
 /// Handle to the durable queue. Cheap to clone.
@@ -190,6 +204,8 @@ pub struct Store {
 struct Inner {
     db: sled::Db,
     tree: sled::Tree,
+    /// The event records themselves; sled holds their locators.
+    log: SegmentLog,
     options: StoreOptions,
     /// Serialises sequence assignment with the writes that use it.
     write: Mutex<WriteState>,
@@ -211,8 +227,18 @@ struct Inner {
 
 struct WriteState {
     next_seq: u64,
-    /// Authoritative copy of `stored_bytes`, persisted with every append.
+    /// The segment new records go to.
+    active: ActiveSegment,
+    /// Authoritative copy of `stored_bytes` (every stored event).
     stored_bytes: u64,
+    /// The last `META_INDEXED_THROUGH` written: every event up to it is
+    /// complete on disk.
+    indexed_through: u64,
+    /// Bytes of the stored events up to `indexed_through`: the value of
+    /// `META_STORED_BYTES`. Persisted per flush and per removal, not per
+    /// append (two sled inserts fewer per event); recovery adds the events
+    /// after `indexed_through`, which it visits anyway.
+    indexed_bytes: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -234,16 +260,30 @@ impl Store {
             .cache_capacity(16 << 20)
             .open()?;
         let tree = db.open_tree(TREE)?;
-        let repaired = complete_interrupted_appends(&tree)?;
-        if repaired > 0 {
+        let log = SegmentLog::open(&options.path, options.segment_bytes)?;
+        let watermark = read_watermark(&tree)?;
+        let indexed_through = watermark.seq;
+        let recovery = complete_interrupted_appends(&tree, &log, indexed_through)?;
+        if recovery.repaired > 0 {
             tracing::warn!(
-                repaired,
+                repaired = recovery.repaired,
                 "completed appends interrupted by a crash (none was acknowledged)"
             );
         }
-        let next_seq = recover_next_seq(&tree)?;
-        let stored_bytes = recover_stored_bytes(&tree)?;
+        if recovery.torn > 0 {
+            tracing::warn!(
+                torn = recovery.torn,
+                "removed events whose record did not reach the disk before a crash (none was acknowledged)"
+            );
+        }
+        let next_seq = recover_next_seq(&tree, &watermark)?.max(recovery.next_seq);
+        let indexed_bytes = match watermark.bytes {
+            Some(bytes) => bytes,
+            None => bytes_through(&tree, &log, indexed_through)?,
+        };
+        let stored_bytes = indexed_bytes + recovery.bytes_after;
         sync_dir(&options.path)?;
+        let active = log.create(next_seq)?;
         let (durable, _) = watch::channel(Durability {
             generation: 0,
             seq: next_seq.saturating_sub(1),
@@ -252,10 +292,14 @@ impl Store {
         let inner = Arc::new(Inner {
             db,
             tree,
+            log,
             options,
             write: Mutex::new(WriteState {
                 next_seq,
+                active,
                 stored_bytes,
+                indexed_through,
+                indexed_bytes,
             }),
             written_generation: AtomicU64::new(0),
             durable,
@@ -268,6 +312,17 @@ impl Store {
             dispatch_epoch: watch::channel(0).0,
         });
         let store = Store { inner };
+        // Recovered events count as durable from here on (dispatch reads
+        // them), so make them so: after `kill -9` their records may be only
+        // in the page cache.
+        store.inner.log.sync_all()?;
+        flush_and_fsync(
+            &store.inner.db,
+            &store.inner.options.path,
+            Default::default(),
+        )?;
+        store.advance_watermark(next_seq.saturating_sub(1), recovery.bytes_after)?;
+        store.reclaim_segments()?;
         let handle = tokio::spawn(flusher(store.clone()));
         if let Ok(mut slot) = store.inner.flusher.lock() {
             *slot = Some(handle);
@@ -314,7 +369,11 @@ impl Store {
                     let record = record::encode(&meta, &event.body)?;
                     let record_len = record.len() as u64;
                     let stored = state.stored_bytes + record_len;
-                    if let Err(e) = self.write_event(seq, record, &meta, now_ms, stored) {
+                    let written = state
+                        .active
+                        .append(&self.inner.log, seq, &record)
+                        .and_then(|at| self.write_event(seq, at, &meta, now_ms));
+                    if let Err(e) = written {
                         self.poison(&e.to_string());
                         return Err(e);
                     }
@@ -338,7 +397,8 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Writes an event and everything derived from it, record first.
+    /// Indexes an event (its record is already in the log) and writes
+    /// everything derived from it, locator first.
     ///
     /// Plain ordered inserts, not a `sled::Batch`: sled 0.34's batch costs
     /// ~10× a plain insert (measured: 105 µs vs 32 µs for a whole append).
@@ -349,17 +409,13 @@ impl Store {
     fn write_event(
         &self,
         seq: u64,
-        record: Vec<u8>,
+        at: Locator,
         meta: &EventMeta,
         now_ms: i64,
-        stored: u64,
     ) -> Result<(), StoreError> {
         let tree = &self.inner.tree;
-        tree.insert(keys::event(seq), record)?;
-        write_derived(tree, seq, meta, now_ms, false)?;
-        tree.insert(keys::META_NEXT_SEQ, &(seq + 1).to_be_bytes())?;
-        tree.insert(keys::META_STORED_BYTES, &stored.to_be_bytes())?;
-        Ok(())
+        tree.insert(keys::event(seq), &at.encode())?;
+        write_derived(tree, seq, meta, now_ms, false)
     }
 
     /// Waits until every write up to `generation` is flushed and fsynced.
@@ -415,7 +471,7 @@ impl Store {
         match self.inner.tree.get(keys::event(seq.0))? {
             None => Ok(None),
             Some(v) => {
-                let (meta, body) = record::decode(&v)?;
+                let (meta, body, _) = load_event(&self.inner.log, &v)?;
                 Ok(Some(StoredEvent { seq, meta, body }))
             }
         }
@@ -442,7 +498,7 @@ impl Store {
         {
             let (k, v) = item?;
             let seq = keys::seq_from_event_key(&k)?;
-            let (meta, body) = record::decode(&v)?;
+            let (meta, body, _) = load_event(&self.inner.log, &v)?;
             out.push(StoredEvent { seq, meta, body });
         }
         Ok(out)
@@ -488,21 +544,25 @@ impl Store {
     }
 
     /// Subtracts the bytes of deleted events, persisting the new total in the
-    /// same batch as the deletions.
+    /// same batch as the deletions. Only durable events are deleted, and they
+    /// are all at or below `indexed_through`, so both totals shrink.
     pub(crate) fn apply_removal(
         &self,
         mut batch: sled::Batch,
         freed: u64,
     ) -> Result<(), StoreError> {
         let mut state = self.inner.write.lock().map_err(|_| StoreError::Poisoned)?;
-        let total = state.stored_bytes.saturating_sub(freed);
+        let indexed = state.indexed_bytes.saturating_sub(freed);
         batch.insert(
-            keys::META_STORED_BYTES.to_vec(),
-            total.to_be_bytes().to_vec(),
+            keys::META_WATERMARK,
+            &keys::encode_watermark(state.indexed_through, indexed),
         );
         self.inner.tree.apply_batch(batch)?;
-        state.stored_bytes = total;
-        self.inner.stored_bytes.store(total, Ordering::Relaxed);
+        state.indexed_bytes = indexed;
+        state.stored_bytes = state.stored_bytes.saturating_sub(freed);
+        self.inner
+            .stored_bytes
+            .store(state.stored_bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -511,9 +571,67 @@ impl Store {
         self.inner.poison_token.clone()
     }
 
-    /// Bytes sled uses on disk.
+    /// Bytes the store uses on disk: sled plus the event log.
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.inner.db.size_on_disk().unwrap_or(0) + self.inner.log.size_on_disk()
+    }
+
+    /// Reads an event's record from the value of its `e` key.
+    pub(crate) fn load_event(&self, value: &[u8]) -> Result<(EventMeta, Bytes, u64), StoreError> {
+        load_event(&self.inner.log, value)
+    }
+
+    /// Records that every event up to `seq` is complete on disk, with the
+    /// byte count recovery starts from: one insert per flush (a
+    /// `sled::Batch` per flush cost a measurable share of ingest CPU), under
+    /// the write lock so no removal interleaves with the byte count.
+    fn advance_watermark(&self, seq: u64, newly_indexed: u64) -> Result<(), StoreError> {
+        let mut state = self.inner.write.lock().map_err(|_| StoreError::Poisoned)?;
+        if seq <= state.indexed_through && newly_indexed == 0 {
+            return Ok(());
+        }
+        let indexed_bytes = state.indexed_bytes + newly_indexed;
+        self.inner.tree.insert(
+            keys::META_WATERMARK,
+            &keys::encode_watermark(seq, indexed_bytes),
+        )?;
+        state.indexed_through = seq;
+        state.indexed_bytes = indexed_bytes;
+        Ok(())
+    }
+
+    /// Deletes event-log segments that no stored event refers to any more,
+    /// so the disk space retention freed comes back. Call only after the
+    /// deletions that emptied them are durable ([`Store::sync`]): a crash
+    /// must not bring back a locator into a deleted segment. Returns how
+    /// many segments were deleted.
+    pub fn reclaim_segments(&self) -> Result<usize, StoreError> {
+        let active = {
+            let state = self.inner.write.lock().map_err(|_| StoreError::Poisoned)?;
+            state.active.id()
+        };
+        let ids = self.inner.log.list()?;
+        let mut removed = 0;
+        for (i, &id) in ids.iter().enumerate() {
+            if id >= active {
+                break;
+            }
+            // Segment `id` holds sequences up to the next segment's name.
+            let end = ids.get(i + 1).copied().unwrap_or(active).saturating_sub(1);
+            let referenced = end >= id
+                && self
+                    .inner
+                    .tree
+                    .range(keys::event(id)..=keys::event(end))
+                    .next()
+                    .transpose()?
+                    .is_some();
+            if !referenced {
+                self.inner.log.remove(id)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     fn poison(&self, why: &str) {
@@ -620,18 +738,69 @@ fn write_derived(
     Ok(())
 }
 
+/// Reads an event's record from the value of its `e` key (a locator into
+/// the log, or an inline record written by an older build), and returns it
+/// with the record's length (what `max_queue_bytes` counts).
+fn load_event(log: &SegmentLog, value: &[u8]) -> Result<(EventMeta, Bytes, u64), StoreError> {
+    match Locator::decode(value)? {
+        Some(at) => {
+            let bytes = log.read(&at)?;
+            let (meta, body) = record::decode(&bytes)?;
+            Ok((meta, body, u64::from(at.len)))
+        }
+        None => {
+            let (meta, body) = record::decode(value)?;
+            Ok((meta, body, value.len() as u64))
+        }
+    }
+}
+
+/// What [`complete_interrupted_appends`] did.
+struct Recovery {
+    /// Events whose markers or pending entries were completed.
+    repaired: usize,
+    /// Events removed because their record never reached the disk.
+    torn: usize,
+    /// Record bytes of the (intact) events after the watermark.
+    bytes_after: u64,
+    /// One past the highest sequence seen, torn ones included: a torn
+    /// event's sequence is not handed out again.
+    next_seq: u64,
+}
+
 /// Completes appends a crash interrupted: for events after the last flush
-/// known to have finished, writes any missing marker or pending entry.
-fn complete_interrupted_appends(tree: &sled::Tree) -> Result<usize, StoreError> {
-    let from = match tree.get(keys::META_INDEXED_THROUGH)? {
-        Some(v) => keys::be_u64(&v)?.saturating_add(1),
-        None => 0,
+/// known to have finished, writes any missing marker or pending entry, and
+/// removes events whose record is not intact in the log (only possible
+/// after power loss, for events that were never acknowledged).
+fn complete_interrupted_appends(
+    tree: &sled::Tree,
+    log: &SegmentLog,
+    indexed_through: u64,
+) -> Result<Recovery, StoreError> {
+    let from = indexed_through.saturating_add(1);
+    let mut recovery = Recovery {
+        repaired: 0,
+        torn: 0,
+        bytes_after: 0,
+        next_seq: 1,
     };
-    let mut repaired = 0;
     for item in tree.range(keys::event(from)..=keys::event(u64::MAX)) {
         let (k, v) = item?;
         let seq = keys::seq_from_event_key(&k)?;
-        let (meta, _) = record::decode(&v)?;
+        recovery.next_seq = recovery.next_seq.max(seq.0.saturating_add(1));
+        let meta = match load_event(log, &v) {
+            Ok((meta, _, len)) => {
+                recovery.bytes_after += len;
+                meta
+            }
+            Err(StoreError::Corrupt(why)) => {
+                tracing::warn!(seq = seq.0, error = %why, "event record lost in a crash");
+                remove_torn_event(tree, seq.0)?;
+                recovery.torn += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let complete = meta.markers.iter().all(|m| {
             hex::decode(m)
                 .ok()
@@ -642,15 +811,39 @@ fn complete_interrupted_appends(tree: &sled::Tree) -> Result<usize, StoreError> 
         });
         if !complete {
             write_derived(tree, seq.0, &meta, meta.received_at_ms, true)?;
-            repaired += 1;
+            recovery.repaired += 1;
         }
     }
-    Ok(repaired)
+    Ok(recovery)
 }
 
-/// The next sequence: one past both the persisted counter and the last event.
-fn recover_next_seq(tree: &sled::Tree) -> Result<u64, StoreError> {
-    let from_meta = match tree.get(keys::META_NEXT_SEQ)? {
+/// Removes an event whose record is gone, with every key that names its
+/// sequence: without it a provider's retry would be answered `duplicate`
+/// by a marker whose event cannot be delivered. Scans all markers and
+/// pending entries; it runs only at open, and only after a torn write.
+fn remove_torn_event(tree: &sled::Tree, seq: u64) -> Result<(), StoreError> {
+    tree.remove(keys::event(seq))?;
+    let seq_bytes = seq.to_be_bytes();
+    for item in tree.scan_prefix([keys::PENDING]) {
+        let (k, _) = item?;
+        if k.len() > 9 && k[k.len() - 9] == 0 && k[k.len() - 8..] == seq_bytes {
+            tree.remove(k)?;
+        }
+    }
+    for item in tree.scan_prefix([keys::DEDUPE]) {
+        let (k, v) = item?;
+        if keys::decode_marker(&v)?.0 == seq {
+            tree.remove(k)?;
+        }
+    }
+    Ok(())
+}
+
+/// The next sequence: one past both the watermark and the last event.
+fn recover_next_seq(tree: &sled::Tree, watermark: &Watermark) -> Result<u64, StoreError> {
+    // Retention deletes only events at or below the watermark, so past it
+    // no sequence was ever handed out.
+    let from_legacy = match tree.get(keys::LEGACY_NEXT_SEQ)? {
         Some(v) => keys::be_u64(&v)?,
         None => 1,
     };
@@ -658,24 +851,48 @@ fn recover_next_seq(tree: &sled::Tree) -> Result<u64, StoreError> {
         Some(item) => keys::seq_from_event_key(&item?.0)?.0 + 1,
         None => 1,
     };
-    Ok(from_meta.max(from_events).max(1))
+    Ok(from_legacy
+        .max(from_events)
+        .max(watermark.seq.saturating_add(1)))
 }
 
-/// Bytes of stored event records: the persisted total, or (for a store
-/// written before the total existed) a one-time scan.
-fn recover_stored_bytes(tree: &sled::Tree) -> Result<u64, StoreError> {
-    if let Some(v) = tree.get(keys::META_STORED_BYTES)? {
-        return keys::be_u64(&v);
+/// The persisted flush watermark.
+struct Watermark {
+    /// Every event up to this sequence was complete on disk.
+    seq: u64,
+    /// Record bytes of the events up to `seq`, when known.
+    bytes: Option<u64>,
+}
+
+/// Reads the watermark, or what an older build persisted instead (its byte
+/// total then counted every event, so it is not reused: one scan instead).
+fn read_watermark(tree: &sled::Tree) -> Result<Watermark, StoreError> {
+    if let Some(v) = tree.get(keys::META_WATERMARK)? {
+        let (seq, bytes) = keys::decode_watermark(&v)?;
+        return Ok(Watermark {
+            seq,
+            bytes: Some(bytes),
+        });
     }
+    let seq = match tree.get(keys::LEGACY_INDEXED_THROUGH)? {
+        Some(v) => keys::be_u64(&v)?,
+        None => 0,
+    };
+    Ok(Watermark { seq, bytes: None })
+}
+
+/// Record bytes of the stored events up to `seq`, by a scan: only for a
+/// store without a watermark.
+fn bytes_through(tree: &sled::Tree, log: &SegmentLog, seq: u64) -> Result<u64, StoreError> {
     let mut total = 0u64;
-    for item in tree.scan_prefix([keys::EVENT]) {
-        total += item?.1.len() as u64;
+    for item in tree.range(keys::event(0)..=keys::event(seq)) {
+        total += load_event(log, &item?.1)?.2;
     }
     Ok(total)
 }
 
 /// fsyncs a directory so newly created files in it survive power loss.
-fn sync_dir(path: &Path) -> Result<(), std::io::Error> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), std::io::Error> {
     File::open(path)?.sync_all()
 }
 
@@ -698,8 +915,15 @@ async fn flusher(store: Store) {
             continue;
         }
         // Every event assigned before this point is covered by this flush.
-        let target_seq = match inner.write.lock() {
-            Ok(w) => w.next_seq.saturating_sub(1),
+        // Bytes of the events this flush makes complete: those after the
+        // last watermark. Removals only touch events below it, so this stays
+        // right until the watermark moves.
+        let (target_seq, segments, newly_indexed) = match inner.write.lock() {
+            Ok(mut w) => (
+                w.next_seq.saturating_sub(1),
+                w.active.to_sync(),
+                w.stored_bytes.saturating_sub(w.indexed_bytes),
+            ),
             Err(_) => {
                 store.poison("write lock poisoned");
                 return;
@@ -708,16 +932,20 @@ async fn flusher(store: Store) {
         let db = inner.db.clone();
         let path = inner.options.path.clone();
         let blobs = std::mem::take(&mut synced_blobs);
-        let result = tokio::task::spawn_blocking(move || flush_and_fsync(&db, &path, blobs)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            // Records first: sled must never be durable ahead of them.
+            for file in &segments {
+                file.sync_data()?;
+            }
+            flush_and_fsync(&db, &path, blobs)
+        })
+        .await;
         match result {
             Ok(Ok(blobs)) => {
                 synced_blobs = blobs;
                 // Every event up to target_seq is now complete on disk;
                 // recovery starts after it (persisted by the next flush).
-                if let Err(e) = inner
-                    .tree
-                    .insert(keys::META_INDEXED_THROUGH, &target_seq.to_be_bytes())
-                {
+                if let Err(e) = store.advance_watermark(target_seq, newly_indexed) {
                     store.poison(&e.to_string());
                     return;
                 }

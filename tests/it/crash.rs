@@ -241,6 +241,7 @@ async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
         path: dir.path().join("data"),
         dedupe_window: Duration::from_secs(3600),
         max_queue_bytes: None,
+        segment_bytes: hookgate::store::DEFAULT_SEGMENT_BYTES,
     })
     .unwrap();
     let mut seen = HashSet::new();

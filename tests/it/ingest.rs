@@ -258,6 +258,10 @@ async fn duplicates_are_answered_200_and_stored_once() {
     assert_eq!((accepted, duplicate), (1, 49));
     let stored = gw.state.store.read_after(None, 100).unwrap();
     assert_eq!(stored.len(), 3, "stripe evt_1, github, stripe evt_2");
+    // Stripe's id is read from the signed body: its marker alone refuses a
+    // replay. GitHub's comes from an unsigned header: a replay marker too.
+    let markers: Vec<usize> = stored.iter().map(|e| e.meta.markers.len()).collect();
+    assert_eq!(markers, vec![1, 2, 1]);
     gw.stop().await.unwrap();
 }
 

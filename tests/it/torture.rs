@@ -172,6 +172,7 @@ async fn ten_kill_9s_during_ingest_and_delivery_lose_nothing_and_keep_order() {
         path: dir.path().join("data"),
         dedupe_window: Duration::from_secs(3600),
         max_queue_bytes: None,
+        segment_bytes: hookgate::store::DEFAULT_SEGMENT_BYTES,
     })
     .unwrap();
     let mut after = None;

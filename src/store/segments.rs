@@ -1,0 +1,331 @@
+//! The event log: encoded event records ([`super::record`]) appended to
+//! segment files beside sled, with sled keeping only a small locator per
+//! event (`e` seq → segment, offset, length, CRC-32).
+//!
+//! Why not keep the records in sled: sled 0.34 rewrites a whole leaf on every
+//! insert, so with 1 KiB values it wrote 9–12 KiB to disk and spent most of
+//! the ingest CPU per event (measured, `bench/RESULTS.md`). A record written
+//! once to an append-only file costs one `write(2)`; sled's leaves stay small.
+//!
+//! Crash rules (see the store's durability contract):
+//! - a record is written to its segment before its locator goes into sled,
+//!   so after `kill -9` every locator sled recovers points at bytes the
+//!   kernel already has;
+//! - the flusher `fdatasync`s the segments before it flushes sled, so after
+//!   an acknowledged flush both halves are on disk;
+//! - after power loss sled may hold a locator whose bytes did not reach the
+//!   disk (sled writes in the background too). Such an event was never
+//!   acknowledged; recovery finds it by its CRC and removes it with
+//!   everything that refers to it ([`super::Store::open`]).
+//!
+//! A segment is named after the first sequence written to it, so segment
+//! `n` holds sequences from `n` up to the next segment's name. Every open
+//! starts a new segment (the previous tail may end in a torn write), and a
+//! segment is deleted once sled holds no locator in its sequence range
+//! (retention removed all its events): space comes back a segment at a time.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use super::StoreError;
+
+/// Name of the directory (inside `storage.path`) holding the segments.
+pub const DIR: &str = "segments";
+
+/// Segment size at which the log rolls to a new file. Large enough that
+/// rolling (one directory fsync) is rare, small enough that retention gives
+/// space back in useful steps.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Version byte that starts a locator value. Records stored inline by older
+/// builds start with [`super::record::FORMAT_VERSION`] (1) and stay readable.
+const LOCATOR_VERSION: u8 = 2;
+const LOCATOR_LEN: usize = 1 + 8 + 8 + 4 + 4;
+
+/// Where one record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locator {
+    /// Segment name (its first sequence).
+    pub segment: u64,
+    /// Byte offset inside the segment.
+    pub offset: u64,
+    /// Record length in bytes.
+    pub len: u32,
+    /// CRC-32 of the record, checked on every read.
+    pub crc: u32,
+}
+
+impl Locator {
+    /// The sled value for this locator.
+    pub fn encode(&self) -> [u8; LOCATOR_LEN] {
+        let mut out = [0u8; LOCATOR_LEN];
+        out[0] = LOCATOR_VERSION;
+        out[1..9].copy_from_slice(&self.segment.to_be_bytes());
+        out[9..17].copy_from_slice(&self.offset.to_be_bytes());
+        out[17..21].copy_from_slice(&self.len.to_be_bytes());
+        out[21..25].copy_from_slice(&self.crc.to_be_bytes());
+        out
+    }
+
+    /// Reads a locator value; `None` when the value is an inline record.
+    pub fn decode(value: &[u8]) -> Result<Option<Locator>, StoreError> {
+        match value.first() {
+            Some(&LOCATOR_VERSION) if value.len() == LOCATOR_LEN => {
+                let u64_at = |i: usize| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&value[i..i + 8]);
+                    u64::from_be_bytes(b)
+                };
+                let u32_at = |i: usize| {
+                    let mut b = [0u8; 4];
+                    b.copy_from_slice(&value[i..i + 4]);
+                    u32::from_be_bytes(b)
+                };
+                Ok(Some(Locator {
+                    segment: u64_at(1),
+                    offset: u64_at(9),
+                    len: u32_at(17),
+                    crc: u32_at(21),
+                }))
+            }
+            Some(&LOCATOR_VERSION) => Err(StoreError::Corrupt("event locator length".into())),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The segment being appended to. Owned by the store's write state, so
+/// appends are already serialised.
+pub struct ActiveSegment {
+    id: u64,
+    file: Arc<File>,
+    len: u64,
+    /// Segments closed since the flusher last ran: they still need a sync.
+    rolled: Vec<Arc<File>>,
+}
+
+impl ActiveSegment {
+    /// Appends `record` (assigned sequence `seq`), rolling to a new segment
+    /// first when this one is full. The bytes reach the kernel before this
+    /// returns; they reach the disk at the next [`ActiveSegment::to_sync`]
+    /// flush.
+    pub fn append(
+        &mut self,
+        log: &SegmentLog,
+        seq: u64,
+        record: &[u8],
+    ) -> Result<Locator, StoreError> {
+        if self.len > 0 && self.len + record.len() as u64 > log.segment_bytes {
+            let next = log.create(seq)?;
+            let old = std::mem::replace(self, next);
+            self.rolled = old.rolled;
+            self.rolled.push(old.file);
+        }
+        let len = u32::try_from(record.len())
+            .map_err(|_| StoreError::Corrupt("event record too large".into()))?;
+        (&*self.file).write_all(record)?;
+        let locator = Locator {
+            segment: self.id,
+            offset: self.len,
+            len,
+            crc: crc32fast::hash(record),
+        };
+        self.len += u64::from(len);
+        Ok(locator)
+    }
+
+    /// Files the next flush must `fdatasync`: segments rolled since the last
+    /// call, then the active one.
+    pub fn to_sync(&mut self) -> Vec<Arc<File>> {
+        let mut files = std::mem::take(&mut self.rolled);
+        files.push(self.file.clone());
+        files
+    }
+
+    /// Name of the segment being written.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// The segment directory: creates, reads and deletes segment files.
+pub struct SegmentLog {
+    dir: PathBuf,
+    segment_bytes: u64,
+    /// Read handles, opened on first use.
+    readers: RwLock<BTreeMap<u64, Arc<File>>>,
+}
+
+impl SegmentLog {
+    /// Opens the directory (creating it) under the store path.
+    pub fn open(store_path: &Path, segment_bytes: u64) -> Result<SegmentLog, StoreError> {
+        let dir = store_path.join(DIR);
+        std::fs::create_dir_all(&dir)?;
+        super::sync_dir(store_path)?;
+        Ok(SegmentLog {
+            dir,
+            segment_bytes: segment_bytes.max(1),
+            readers: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    fn path_of(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}.seg"))
+    }
+
+    /// Starts a new, empty segment whose first sequence is `first_seq`.
+    ///
+    /// A file of that name can only exist if a previous run started it and
+    /// no event of it reached sled (the next sequence never moved past it),
+    /// so its bytes are unreferenced and it is truncated.
+    pub fn create(&self, first_seq: u64) -> Result<ActiveSegment, StoreError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(self.path_of(first_seq))?;
+        super::sync_dir(&self.dir)?;
+        if let Ok(mut readers) = self.readers.write() {
+            readers.remove(&first_seq);
+        }
+        Ok(ActiveSegment {
+            id: first_seq,
+            file: Arc::new(file),
+            len: 0,
+            rolled: Vec::new(),
+        })
+    }
+
+    fn reader(&self, id: u64) -> Result<Arc<File>, StoreError> {
+        if let Some(f) = self.readers.read().ok().and_then(|r| r.get(&id).cloned()) {
+            return Ok(f);
+        }
+        let file = Arc::new(File::open(self.path_of(id)).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "segment {id} of a stored event cannot be opened: {e}"
+            ))
+        })?);
+        if let Ok(mut readers) = self.readers.write() {
+            readers.insert(id, file.clone());
+        }
+        Ok(file)
+    }
+
+    /// Reads the record a locator points at and checks its CRC.
+    pub fn read(&self, at: &Locator) -> Result<Vec<u8>, StoreError> {
+        let mut buf = vec![0u8; at.len as usize];
+        self.reader(at.segment)?
+            .read_exact_at(&mut buf, at.offset)
+            .map_err(|e| {
+                StoreError::Corrupt(format!("segment {} offset {}: {e}", at.segment, at.offset))
+            })?;
+        if crc32fast::hash(&buf) != at.crc {
+            return Err(StoreError::Corrupt(format!(
+                "segment {} offset {}: checksum mismatch",
+                at.segment, at.offset
+            )));
+        }
+        Ok(buf)
+    }
+
+    /// Segment names on disk, ascending.
+    pub fn list(&self) -> Result<Vec<u64>, StoreError> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let parsed = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = parsed {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// `fdatasync`s every segment: at open, records a crash left only in the
+    /// page cache become durable before the events are treated as such.
+    pub fn sync_all(&self) -> Result<(), StoreError> {
+        for id in self.list()? {
+            File::open(self.path_of(id))?.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a segment nothing refers to any more.
+    pub fn remove(&self, id: u64) -> Result<(), StoreError> {
+        if let Ok(mut readers) = self.readers.write() {
+            readers.remove(&id);
+        }
+        match std::fs::remove_file(self.path_of(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Bytes the segments use on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locator_round_trips_and_inline_records_are_not_locators() {
+        let at = Locator {
+            segment: 7,
+            offset: 1 << 40,
+            len: 1234,
+            crc: 0xdead_beef,
+        };
+        assert_eq!(Locator::decode(&at.encode()).unwrap(), Some(at));
+        assert_eq!(Locator::decode(&[1, 0, 0, 0, 0]).unwrap(), None);
+        assert!(Locator::decode(&[2, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn appends_roll_read_back_and_detect_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), 100).unwrap();
+        let mut active = log.create(1).unwrap();
+        let mut at = Vec::new();
+        for seq in 1..=5u64 {
+            at.push(active.append(&log, seq, &[seq as u8; 60]).unwrap());
+        }
+        // 60-byte records in 100-byte segments: one record per segment.
+        assert_eq!(log.list().unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(active.to_sync().len(), 5);
+        assert_eq!(active.to_sync().len(), 1);
+        for (i, loc) in at.iter().enumerate() {
+            assert_eq!(log.read(loc).unwrap(), vec![i as u8 + 1; 60]);
+        }
+        let bad = Locator {
+            crc: at[0].crc ^ 1,
+            ..at[0]
+        };
+        assert!(matches!(log.read(&bad), Err(StoreError::Corrupt(_))));
+        let short = Locator { len: 61, ..at[4] };
+        assert!(log.read(&short).is_err());
+        log.remove(2).unwrap();
+        assert!(log.read(&at[1]).is_err());
+        assert_eq!(log.list().unwrap(), vec![1, 3, 4, 5]);
+    }
+}
