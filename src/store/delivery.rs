@@ -336,7 +336,10 @@ impl Store {
     /// events were deleted. Undelivered events are never deleted.
     pub fn expire_delivered(&self, now_ms: i64, retention_ms: i64) -> Result<usize, StoreError> {
         let cutoff = now_ms.saturating_sub(retention_ms);
-        let durable = self.durable_seq().0;
+        // Only events sled already holds durably: one above the watermark
+        // would be re-indexed from the log after a crash (and its bytes are
+        // not in the persisted total yet).
+        let durable = self.indexed_through()?;
         let mut removed = 0;
         for item in self.tree().range(keys::event(0)..=keys::event(durable)) {
             let (k, v) = item?;

@@ -213,6 +213,9 @@ struct Inner {
     written_generation: AtomicU64,
     durable: watch::Sender<Durability>,
     flush_needed: Notify,
+    /// Set by writers whose sled writes must be durable (delivery state);
+    /// appends do not set it: their log record is what makes them durable.
+    sled_flush_requested: AtomicBool,
     poisoned: AtomicBool,
     /// Bytes of event records currently stored (what `max_queue_bytes` bounds).
     stored_bytes: AtomicU64,
@@ -263,6 +266,13 @@ impl Store {
         let log = SegmentLog::open(&options.path, options.segment_bytes)?;
         let watermark = read_watermark(&tree)?;
         let indexed_through = watermark.seq;
+        let reindexed = reindex_from_log(&tree, &log, indexed_through)?;
+        if reindexed > 0 {
+            tracing::info!(
+                reindexed,
+                "re-indexed acknowledged events from the event log after an unclean stop"
+            );
+        }
         let recovery = complete_interrupted_appends(&tree, &log, indexed_through)?;
         if recovery.repaired > 0 {
             tracing::warn!(
@@ -304,6 +314,7 @@ impl Store {
             written_generation: AtomicU64::new(0),
             durable,
             flush_needed: Notify::new(),
+            sled_flush_requested: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             stored_bytes: AtomicU64::new(stored_bytes),
             closing: CancellationToken::new(),
@@ -432,9 +443,15 @@ impl Store {
         }
     }
 
-    /// Asks the flusher to persist recent writes without waiting for it.
-    /// Returns the generation that flush will cover, for [`Store::is_durable`].
+    /// Asks the flusher to persist recent writes (sled's included) without
+    /// waiting for it. Returns the generation that flush will cover, for
+    /// [`Store::is_durable`].
     pub fn request_flush(&self) -> u64 {
+        // Flag before generation: a flush that covers the generation read
+        // it after the flag was set (see `flusher`).
+        self.inner
+            .sled_flush_requested
+            .store(true, Ordering::SeqCst);
         let generation = self.inner.written_generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.inner.flush_needed.notify_one();
         generation
@@ -448,8 +465,7 @@ impl Store {
     /// Requests a flush of whatever was written so far and waits for it.
     /// Used by delivery-state writers at shutdown and by tests.
     pub async fn sync(&self) -> Result<(), StoreError> {
-        let generation = self.inner.written_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.inner.flush_needed.notify_one();
+        let generation = self.request_flush();
         self.wait_durable(generation).await
     }
 
@@ -579,6 +595,13 @@ impl Store {
     /// Reads an event's record from the value of its `e` key.
     pub(crate) fn load_event(&self, value: &[u8]) -> Result<(EventMeta, Bytes, u64), StoreError> {
         load_event(&self.inner.log, value)
+    }
+
+    /// Every event up to this sequence is durable in sled itself, not only
+    /// in the log (the watermark).
+    pub(crate) fn indexed_through(&self) -> Result<u64, StoreError> {
+        let state = self.inner.write.lock().map_err(|_| StoreError::Poisoned)?;
+        Ok(state.indexed_through)
     }
 
     /// Records that every event up to `seq` is complete on disk, with the
@@ -901,6 +924,7 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), std::io::Error> {
 async fn flusher(store: Store) {
     let inner = &store.inner;
     let mut synced_blobs = std::collections::HashSet::new();
+    let mut last_sled_flush = std::time::Instant::now();
     loop {
         let target_gen = inner.written_generation.load(Ordering::SeqCst);
         let current = *inner.durable.borrow();
@@ -929,25 +953,38 @@ async fn flusher(store: Store) {
                 return;
             }
         };
+        // Read after the generation: a requester sets the flag before it
+        // bumps the generation, so a flush covering that generation either
+        // sees the flag or follows one that did and flushed sled.
+        let flush_sled = inner.sled_flush_requested.swap(false, Ordering::SeqCst)
+            || last_sled_flush.elapsed() >= SLED_FLUSH_EVERY;
         let db = inner.db.clone();
         let path = inner.options.path.clone();
         let blobs = std::mem::take(&mut synced_blobs);
         let result = tokio::task::spawn_blocking(move || {
-            // Records first: sled must never be durable ahead of them.
+            // The log first: sled must never be durable ahead of it.
             for file in &segments {
                 file.sync_data()?;
             }
-            flush_and_fsync(&db, &path, blobs)
+            if flush_sled {
+                flush_and_fsync(&db, &path, blobs).map(|b| (true, b))
+            } else {
+                Ok((false, blobs))
+            }
         })
         .await;
         match result {
-            Ok(Ok(blobs)) => {
+            Ok(Ok((sled_flushed, blobs))) => {
                 synced_blobs = blobs;
-                // Every event up to target_seq is now complete on disk;
-                // recovery starts after it (persisted by the next flush).
-                if let Err(e) = store.advance_watermark(target_seq, newly_indexed) {
-                    store.poison(&e.to_string());
-                    return;
+                if sled_flushed {
+                    last_sled_flush = std::time::Instant::now();
+                    // sled now holds every event up to target_seq; recovery
+                    // re-indexes from the log only after it (the watermark
+                    // itself is persisted by the next sled flush).
+                    if let Err(e) = store.advance_watermark(target_seq, newly_indexed) {
+                        store.poison(&e.to_string());
+                        return;
+                    }
                 }
                 inner.durable.send_modify(|d| {
                     d.generation = d.generation.max(target_gen);
@@ -964,6 +1001,39 @@ async fn flusher(store: Store) {
             }
         }
     }
+}
+
+/// How stale sled may get behind the log while only events arrive: bounds
+/// what [`reindex_from_log`] has to read after a crash.
+const SLED_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Puts back the locators of records the log has after the watermark but
+/// sled lost (it is flushed after the acknowledgement, see the module doc).
+/// Their markers and pending entries are then completed by
+/// [`complete_interrupted_appends`], which visits every event after the
+/// watermark. Returns how many locators were restored.
+fn reindex_from_log(
+    tree: &sled::Tree,
+    log: &SegmentLog,
+    watermark: u64,
+) -> Result<usize, StoreError> {
+    let ids = log.list()?;
+    // The segment holding watermark + 1 is the last one named at or below it.
+    let first = ids
+        .iter()
+        .rposition(|&id| id <= watermark.saturating_add(1))
+        .unwrap_or(0);
+    let mut restored = 0;
+    for &id in &ids[first..] {
+        log.scan(id, |seq, at, _| {
+            if seq > watermark && !tree.contains_key(keys::event(seq))? {
+                tree.insert(keys::event(seq), &at.encode())?;
+                restored += 1;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(restored)
 }
 
 /// sled's flush, then a real fsync of its data files (see the module doc).
