@@ -408,7 +408,7 @@ mod tests {
         let mut active = log.create(10).unwrap();
         let mut at = Vec::new();
         for seq in 10..15u64 {
-            at.push(active.append(&log, seq, &vec![seq as u8; 100]).unwrap());
+            at.push(active.append(&log, seq, &[seq as u8; 100]).unwrap());
         }
         let scanned = |log: &SegmentLog| {
             let mut seen = Vec::new();
