@@ -196,7 +196,7 @@ fn main() {
     println!(
         "Counts are responses completed inside the {:.0} s window. `vs no-op` = hookgate req/s ÷ no-op req/s \
          at the same connection count, measured just before it. `events/flush` = events accepted per \
-         group-commit flush (sled flush + fdatasync), over warm-up + window. CPU µs/req = CPU time of the \
+         group-commit flush (log fdatasync, with a sled flush when one is due), over warm-up + window. CPU µs/req = CPU time of the \
          process over warm-up + window ÷ responses, split into the load generator's threads and everything \
          else (server runtime, sled's threads). `store only` appends the same events with \
          `Store::append` from as many tasks (verify + guard + store, no HTTP). disk KiB/event = bytes \

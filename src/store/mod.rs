@@ -4,26 +4,31 @@
 //! # Durability contract
 //!
 //! - [`Store::append`] returns `Ok` only after the event's record is in the
-//!   event log ([`segments`]) and its locator, dedupe markers and
-//!   pending-delivery entries are in sled, **and** all of it is fsynced:
-//!   `fdatasync` of the log's segment files first, then `Db::flush()` (which
-//!   on Linux issues `sync_file_range`, not an fsync — sled#1452) followed by
-//!   `fdatasync` of sled's `db` file and of any new file under `blobs/` plus
-//!   the `blobs/` directory. So an acknowledged event survives `kill -9` and
-//!   power loss.
+//!   event log ([`segments`]) **and** the log's segment files are
+//!   `fdatasync`ed. The log is the write-ahead log: the record carries
+//!   everything sled derives from it (locator, dedupe markers, pending
+//!   entries). So an acknowledged event survives `kill -9` and power loss.
+//! - sled is flushed (`Db::flush()`, which on Linux issues
+//!   `sync_file_range`, not an fsync — sled#1452 — followed by `fdatasync` of
+//!   its `db` file and of any new file under `blobs/` plus the `blobs/`
+//!   directory) when a writer of delivery state asks for it
+//!   ([`Store::request_flush`], [`Store::sync`]) and at least every
+//!   [`SLED_FLUSH_EVERY`] while events arrive. After each such flush the
+//!   *watermark* (`keys::META_WATERMARK`: the highest sequence sled holds
+//!   durably, with the byte total up to it) moves; `Store::open` re-indexes
+//!   the log's records after it that sled lost. Retention deletes only events
+//!   at or below the watermark, so recovery never revives a deleted event.
 //! - Group commit: one flusher task owns every flush. Appends bump a write
 //!   generation and wait until a flush that started after their write has
-//!   finished. Concurrent requests therefore share one flush. A single flusher
-//!   also avoids sled 0.34.7's deadlock with concurrent `flush_async`
-//!   (sled#1308): the flusher calls the blocking `flush()` in `spawn_blocking`.
-//! - The event record is written first, then its dedupe markers and pending
-//!   entries, as plain inserts (a `sled::Batch` costs ~10× more CPU per event,
-//!   measured). sled recovers a prefix of its log, so a crash can only cut an
-//!   append short after its record; the record lists every key that follows
-//!   it, and `Store::open` completes such appends for the events after the
-//!   last flush known complete (the watermark, `keys::META_WATERMARK`). So a marker never
-//!   exists without its event, and after recovery no event lacks its marker
-//!   or delivery state. Such an event was never acknowledged.
+//!   finished. Concurrent requests therefore share one `fdatasync`. A single
+//!   flusher also avoids sled 0.34.7's deadlock with concurrent `flush_async`
+//!   (sled#1308): it calls the blocking `flush()` in `spawn_blocking`.
+//! - Within sled the locator is written first, then the dedupe markers and
+//!   pending entries, as plain inserts (a `sled::Batch` costs ~10× more CPU
+//!   per event, measured). sled recovers a prefix of its log, so a crash can
+//!   only cut an append short after its locator; `Store::open` completes such
+//!   appends for the events after the watermark from their records. So after
+//!   recovery no event lacks its marker or delivery state.
 //! - If a write or a flush fails, the store is **poisoned**: every waiting and
 //!   future append fails (ingress answers 503), readiness goes false, and the
 //!   process is asked to exit so its supervisor can restart it. Nothing that
@@ -1004,8 +1009,8 @@ async fn flusher(store: Store) {
 }
 
 /// How stale sled may get behind the log while only events arrive: bounds
-/// what [`reindex_from_log`] has to read after a crash.
-const SLED_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// what recovery has to re-index from the log after a crash.
+pub const SLED_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Puts back the locators of records the log has after the watermark but
 /// sled lost (it is flushed after the acknowledgement, see the module doc).
