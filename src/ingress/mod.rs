@@ -45,6 +45,9 @@ use crate::AppState;
 /// Builds the public router: `POST /hooks/{source}`, anything else 404.
 pub fn router(state: AppState) -> Router {
     let limits = Arc::new(Limits::new(&state));
+    // One `Arc` per request instead of cloning every handle in `AppState`
+    // (each an atomic on a line both cores share): measurable at 20k req/s.
+    let state = Arc::new(state);
     Router::new()
         .route("/hooks/{source}", post(receive))
         .fallback(|| async { reject(IngressError::UnknownSource("(no route)".into())) })
@@ -82,7 +85,7 @@ fn reject(error: IngressError) -> Response {
 }
 
 /// Outermost layer: one log line and the ingress metrics per request.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let source = request
         .uri()
@@ -199,7 +202,7 @@ async fn cap_and_deadline(
 /// `POST /hooks/{source}`: verify, guard, store durably, answer; the
 /// response carries its [`Observed`] outcome.
 async fn receive(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(source_name): Path<String>,
     request: Request,
 ) -> Response {

@@ -266,6 +266,9 @@ impl Store {
             // sled's cache overshoots its nominal size about 3× under scans
             // (measured): keep it small, the hot set is the queue's tail.
             .cache_capacity(16 << 20)
+            // The flusher flushes sled when needed (see the module doc);
+            // sled's own timer would only add flushes nobody waits for.
+            .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree(TREE)?;
         let log = SegmentLog::open(&options.path, options.segment_bytes)?;
