@@ -12,7 +12,9 @@
 //! Options (flag or `HG_*` env var): `conns` (list), `warmup` and `measure`
 //! (seconds), `rounds` (repeat each pair), `server-threads` (gateway / no-op
 //! runtime, default nproc like the binary), `client-threads` (load generator
-//! runtime, default nproc), `entities` (distinct entity keys, 1000).
+//! runtime, default nproc), `entities` (distinct entity keys, 1000), `log`
+//! (`none`, `json` or `human`: the binary's per-request log line, written to
+//! /dev/null).
 //! Exits non-zero when the gateway run is broken (errors, non-200s, or 200s
 //! that are not `"accepted"`).
 
@@ -50,6 +52,10 @@ fn main() {
     let targets = s
         .get("targets")
         .unwrap_or_else(|| "noop,gateway,store".into());
+    // The binary logs one line per request to stderr; `--log json|human`
+    // makes the gateway here pay for that too (written to /dev/null).
+    let log = s.get("log").unwrap_or_else(|| "none".into());
+    install_logging(&log);
     let run_store = targets.contains("store");
     let run_noop = targets.contains("noop");
     let run_gateway = targets.contains("gateway");
@@ -294,5 +300,24 @@ fn run_gateway_target(
         baseline_rps: base_rps,
         per_flush,
         stored: Some(stored),
+    }
+}
+
+/// Installs the binary's log format (info level) writing to /dev/null, so a
+/// run can include the per-request log line's cost; `none` leaves logging off.
+fn install_logging(format: &str) {
+    if format == "none" {
+        return;
+    }
+    let sink = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("/dev/null");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::sync::Mutex::new(sink));
+    match format {
+        "json" => builder.json().init(),
+        _ => builder.init(),
     }
 }
