@@ -58,22 +58,13 @@ async fn an_append_cut_short_after_its_record_is_completed_at_open() {
         store.tree().contains_key(&marker).unwrap(),
         "marker restored"
     );
-    let pending = store.pending_after("app", None, 10).unwrap();
-    assert_eq!(
-        pending.iter().map(|(s, _)| s.0).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
-    assert_eq!(pending[1].1.source, "stripe");
+    assert_eq!(pending_seqs(&store), vec![1, 2]);
+    let restored = store.pending_after("app", Some(Seq(1)), 1).unwrap();
+    assert_eq!(restored[0].1.source, "stripe");
     // The restored marker makes a retry of evt_2 a duplicate, and the next
     // sequence continues after it.
-    assert_eq!(
-        store.append(event("evt_2"), 2_000).await.unwrap(),
-        Appended::Duplicate(Seq(2))
-    );
-    assert_eq!(
-        store.append(event("evt_3"), 2_000).await.unwrap(),
-        Appended::Accepted(Seq(3))
-    );
+    assert_eq!(append(&store, "evt_2").await, Appended::Duplicate(Seq(2)));
+    assert_eq!(append(&store, "evt_3").await, Appended::Accepted(Seq(3)));
     store.close().await.unwrap();
 }
 
@@ -82,17 +73,7 @@ async fn recovery_does_not_resurrect_a_finished_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(options(dir.path())).unwrap();
     store.append(event("evt_1"), 1_000).await.unwrap();
-    let attempt = AttemptRecord {
-        attempt: 1,
-        at_ms: 1_000,
-        duration_ms: 1,
-        status: Some(200),
-        error: None,
-        outcome: "delivered".into(),
-    };
-    store
-        .record_attempt("app", Seq(1), &attempt, &Transition::Delivered, 1_001)
-        .unwrap();
+    delivered(&store, 1);
     // Pretend no flush ever recorded evt_1 as complete.
     store.close().await.unwrap();
     store.tree().remove(keys::META_WATERMARK).unwrap();
@@ -146,6 +127,17 @@ async fn the_dedupe_sweep_removes_only_expired_markers_in_bounded_passes() {
         Appended::Duplicate(_)
     ));
     store.close().await.unwrap();
+}
+
+/// Sequences pending for the test destination, in order.
+fn pending_seqs(store: &Store) -> Vec<u64> {
+    let pending = store.pending_after("app", None, 100).unwrap();
+    pending.iter().map(|(s, _)| s.0).collect()
+}
+
+/// Appends a small event at t = 2 s (after the fixtures' 1 s).
+async fn append(store: &Store, id: &str) -> Appended {
+    store.append(event(id), 2_000).await.unwrap()
 }
 
 fn event_with_body(id: &str, body_len: usize) -> NewEvent {
@@ -202,21 +194,11 @@ async fn a_record_torn_by_a_crash_is_removed_with_its_marker_and_pending_entry()
     let store = Store::open(options(dir.path())).unwrap();
     assert!(store.get(Seq(1)).unwrap().is_some(), "evt_1 is intact");
     assert!(store.get(Seq(2)).unwrap().is_none(), "torn evt_2 is gone");
-    let pending = store.pending_after("app", None, 10).unwrap();
-    assert_eq!(
-        pending.iter().map(|(s, _)| s.0).collect::<Vec<_>>(),
-        vec![1]
-    );
+    assert_eq!(pending_seqs(&store), vec![1]);
     // Its marker went with it: the provider's retry is a new event, not a
     // duplicate of one that can never be delivered.
-    assert_eq!(
-        store.append(event("evt_2"), 2_000).await.unwrap(),
-        Appended::Accepted(Seq(3))
-    );
-    assert_eq!(
-        store.append(event("evt_1"), 2_000).await.unwrap(),
-        Appended::Duplicate(Seq(1))
-    );
+    assert_eq!(append(&store, "evt_2").await, Appended::Accepted(Seq(3)));
+    assert_eq!(append(&store, "evt_1").await, Appended::Duplicate(Seq(1)));
     store.close().await.unwrap();
 }
 
@@ -301,20 +283,13 @@ async fn an_acknowledged_event_sled_lost_is_reindexed_from_the_log() {
         let event = store.get(Seq(seq)).unwrap().expect("re-indexed");
         assert_eq!(event.body.len(), 300);
     }
-    let pending = store.pending_after("app", None, 10).unwrap();
-    assert_eq!(
-        pending.iter().map(|(s, _)| s.0).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    assert_eq!(pending_seqs(&store), vec![1, 2, 3]);
     assert_eq!(store.stored_bytes(), stored, "byte total recovered");
     assert_eq!(
         store.append(event("evt_3"), 2_000).await.unwrap(),
         Appended::Duplicate(Seq(3)),
         "the marker came back with the event"
     );
-    assert_eq!(
-        store.append(event("evt_4"), 2_000).await.unwrap(),
-        Appended::Accepted(Seq(4))
-    );
+    assert_eq!(append(&store, "evt_4").await, Appended::Accepted(Seq(4)));
     store.close().await.unwrap();
 }
