@@ -162,11 +162,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of pending deliveries for `dest` (a scan: for metrics/admin, not hot paths).
-    pub fn pending_count(&self, dest: &str) -> usize {
-        self.tree().scan_prefix(keys::pending_prefix(dest)).count()
-    }
-
     /// Records an attempt and its transition, then asks the flusher to
     /// persist it (without waiting). Returns the flush generation that makes
     /// it durable.
@@ -205,10 +200,14 @@ impl Store {
         match transition {
             Transition::Delivered | Transition::Dropped => {
                 tree.insert(keyed(keys::DELIVERED, dest, seq.0), &now_ms.to_be_bytes())?;
-                tree.remove(pkey)?;
+                if tree.remove(pkey)?.is_some() {
+                    self.count_pending(dest, -1);
+                }
             }
             Transition::Retry(state) => {
-                tree.insert(pkey, json(state)?)?;
+                if tree.insert(pkey, json(state)?)?.is_none() {
+                    self.count_pending(dest, 1);
+                }
             }
             Transition::Dead {
                 letter,
@@ -217,9 +216,11 @@ impl Store {
             } => {
                 tree.insert(keyed(keys::DEAD, dest, seq.0), json(letter)?)?;
                 if *block {
-                    tree.insert(pkey, json(pending)?)?;
-                } else {
-                    tree.remove(pkey)?;
+                    if tree.insert(pkey, json(pending)?)?.is_none() {
+                        self.count_pending(dest, 1);
+                    }
+                } else if tree.remove(pkey)?.is_some() {
+                    self.count_pending(dest, -1);
                 }
             }
         }
@@ -319,12 +320,17 @@ impl Store {
         };
         let mut batch = sled::Batch::default();
         batch.remove(keyed(keys::DEAD, dest, seq.0));
+        // A blocked lane's head is still pending; a skipped one is not.
+        let was_pending = self.tree().contains_key(keys::pending(dest, seq.0))?;
         let state = self.fresh_pending(dest, seq)?.unwrap_or(PendingState {
             entity: letter.entity,
             ..PendingState::default()
         });
         batch.insert(keys::pending(dest, seq.0), erased::Json::to_json(&state)?);
         self.tree().apply_batch(batch)?;
+        if !was_pending {
+            self.count_pending(dest, 1);
+        }
         self.request_flush();
         self.notify_dispatch();
         Ok(true)

@@ -21,6 +21,9 @@ pub const LANE_MARK: u8 = b'w';
 /// (recovery checks only the events after it) and the record bytes of the
 /// events up to it, in one value so one insert moves both.
 pub const META_WATERMARK: &[u8] = b"\x00mwatermark";
+/// Pending deliveries per destination (JSON), written by a clean close and
+/// removed at open.
+pub const META_PENDING_COUNTS: &[u8] = b"\x00mpending_counts";
 /// Older builds' keys, read when [`META_WATERMARK`] is absent.
 pub const LEGACY_NEXT_SEQ: &[u8] = b"\x00mnext_seq";
 /// See [`LEGACY_NEXT_SEQ`].
@@ -101,24 +104,6 @@ pub fn seq_from_pending_key(key: &[u8]) -> Result<Seq, StoreError> {
         return Err(StoreError::Corrupt("pending key".into()));
     }
     be_u64(&key[key.len() - 8..]).map(Seq)
-}
-
-/// Marker value: seq and receive time, both BE.
-pub fn encode_marker(seq: u64, at_ms: i64) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&seq.to_be_bytes());
-    v[8..].copy_from_slice(&at_ms.to_be_bytes());
-    v
-}
-
-/// Inverse of [`encode_marker`].
-pub fn decode_marker(v: &[u8]) -> Result<(u64, i64), StoreError> {
-    if v.len() != 16 {
-        return Err(StoreError::Corrupt("dedupe marker".into()));
-    }
-    let seq = be_u64(&v[..8])?;
-    let at = be_u64(&v[8..])? as i64;
-    Ok((seq, at))
 }
 
 /// Big-endian u64 from exactly 8 bytes.

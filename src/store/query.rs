@@ -309,6 +309,9 @@ impl Store {
             queued.push(dest.clone());
         }
         self.tree().apply_batch(batch)?;
+        for dest in &queued {
+            self.count_pending(dest, 1);
+        }
         self.request_flush();
         self.notify_dispatch();
         Ok(Some(queued))

@@ -13,6 +13,22 @@ fn options(path: &Path) -> StoreOptions {
     }
 }
 
+/// Opens the store, waiting (with a deadline) for the previous handle's
+/// sled threads to let go of the file lock: dropping the last handle
+/// releases it from a background thread, a moment later.
+async fn open(path: &Path) -> Store {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open(options(path)) {
+            Ok(store) => return store,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+}
+
 fn event(id: &str) -> NewEvent {
     NewEvent {
         meta: EventMeta {
@@ -31,7 +47,7 @@ fn event(id: &str) -> NewEvent {
 #[tokio::test]
 async fn an_append_cut_short_after_its_record_is_completed_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     assert!(matches!(
         store.append(event("evt_1"), 1_000).await.unwrap(),
         Appended::Accepted(Seq(1))
@@ -53,9 +69,11 @@ async fn an_append_cut_short_after_its_record_is_completed_at_open() {
     store.close().await.unwrap();
     drop(store);
 
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     assert!(
-        store.tree().contains_key(&marker).unwrap(),
+        markers::lookup(store.tree(), &marker)
+            .unwrap()
+            .is_some_and(|m| m.seq == 2),
         "marker restored"
     );
     assert_eq!(pending_seqs(&store), vec![1, 2]);
@@ -71,7 +89,7 @@ async fn an_append_cut_short_after_its_record_is_completed_at_open() {
 #[tokio::test]
 async fn recovery_does_not_resurrect_a_finished_delivery() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     store.append(event("evt_1"), 1_000).await.unwrap();
     delivered(&store, 1);
     // Pretend no flush ever recorded evt_1 as complete.
@@ -79,7 +97,7 @@ async fn recovery_does_not_resurrect_a_finished_delivery() {
     store.tree().remove(keys::META_WATERMARK).unwrap();
     store.tree().flush().unwrap();
     drop(store);
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     assert!(store.pending_after("app", None, 10).unwrap().is_empty());
     assert!(store.delivered_at("app", Seq(1)).unwrap().is_some());
     store.close().await.unwrap();
@@ -88,7 +106,7 @@ async fn recovery_does_not_resurrect_a_finished_delivery() {
 #[tokio::test]
 async fn the_dedupe_sweep_removes_only_expired_markers_in_bounded_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     // Window is 1 h: five markers from t=0, five from t=2 h.
     for n in 0..5 {
         store.append(event(&format!("old_{n}")), 0).await.unwrap();
@@ -163,7 +181,7 @@ fn delivered(store: &Store, seq: u64) {
 #[tokio::test]
 async fn a_record_torn_by_a_crash_is_removed_with_its_marker_and_pending_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     store
         .append(event_with_body("evt_1", 100), 1_000)
         .await
@@ -191,7 +209,7 @@ async fn a_record_torn_by_a_crash_is_removed_with_its_marker_and_pending_entry()
     std::os::unix::fs::FileExt::write_all_at(&file, b"garbage", at.offset + 10).unwrap();
     drop(file);
 
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     assert!(store.get(Seq(1)).unwrap().is_some(), "evt_1 is intact");
     assert!(store.get(Seq(2)).unwrap().is_none(), "torn evt_2 is gone");
     assert_eq!(pending_seqs(&store), vec![1]);
@@ -205,7 +223,7 @@ async fn a_record_torn_by_a_crash_is_removed_with_its_marker_and_pending_entry()
 #[tokio::test]
 async fn stored_bytes_survive_reopen_and_retention_gives_segments_back() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     for n in 1..=20 {
         store
             .append(event_with_body(&format!("evt_{n}"), 1_000), 1_000)
@@ -219,7 +237,7 @@ async fn stored_bytes_survive_reopen_and_retention_gives_segments_back() {
     store.close().await.unwrap();
     drop(store);
 
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     assert_eq!(store.stored_bytes(), stored, "total recovered exactly");
     for seq in 1..=20 {
         assert_eq!(store.get(Seq(seq)).unwrap().unwrap().body.len(), 1_000);
@@ -246,7 +264,7 @@ async fn stored_bytes_survive_reopen_and_retention_gives_segments_back() {
     store.close().await.unwrap();
     drop(store);
 
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     assert_eq!(store.stored_bytes(), left, "total after removal recovered");
     store.close().await.unwrap();
 }
@@ -254,7 +272,7 @@ async fn stored_bytes_survive_reopen_and_retention_gives_segments_back() {
 #[tokio::test]
 async fn an_acknowledged_event_sled_lost_is_reindexed_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     for n in 1..=3 {
         store
             .append(event_with_body(&format!("evt_{n}"), 300), 1_000)
@@ -268,7 +286,10 @@ async fn an_acknowledged_event_sled_lost_is_reindexed_from_the_log() {
     for seq in [2u64, 3] {
         let marker = keys::dedupe("stripe", &DedupeKey::EventId(format!("evt_{seq}")));
         store.tree().remove(keys::event(seq)).unwrap();
-        store.tree().remove(marker).unwrap();
+        let slot = markers::Slot::of(&marker);
+        let mut bucket = markers::Bucket::load(store.tree(), &slot.bucket).unwrap();
+        assert_eq!(bucket.remove_seq(seq), 1);
+        bucket.store(store.tree(), &slot.bucket).unwrap();
         store.tree().remove(keys::pending("app", seq)).unwrap();
     }
     store
@@ -278,7 +299,7 @@ async fn an_acknowledged_event_sled_lost_is_reindexed_from_the_log() {
     store.tree().flush().unwrap();
     drop(store);
 
-    let store = Store::open(options(dir.path())).unwrap();
+    let store = open(dir.path()).await;
     for seq in 1..=3 {
         let event = store.get(Seq(seq)).unwrap().expect("re-indexed");
         assert_eq!(event.body.len(), 300);
@@ -291,5 +312,89 @@ async fn an_acknowledged_event_sled_lost_is_reindexed_from_the_log() {
         "the marker came back with the event"
     );
     assert_eq!(append(&store, "evt_4").await, Appended::Accepted(Seq(4)));
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn pending_counts_follow_every_change_and_survive_clean_and_unclean_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    for n in 1..=4 {
+        store
+            .append(event(&format!("evt_{n}")), 1_000)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.pending_count("app"), 4);
+    delivered(&store, 1);
+    assert_eq!(store.pending_count("app"), 3);
+    let attempt = AttemptRecord {
+        attempt: 5,
+        at_ms: 1_000,
+        duration_ms: 1,
+        status: Some(500),
+        error: None,
+        outcome: "dead_letter".into(),
+    };
+    let dead = Transition::Dead {
+        letter: DeadLetter {
+            seq: 2,
+            destination: "app".into(),
+            attempts: 5,
+            last_error: "HTTP 500".into(),
+            dead_at_ms: 1_000,
+            entity: Some("cus_1".into()),
+        },
+        block: false,
+        pending: PendingState::default(),
+    };
+    store
+        .record_attempt("app", Seq(2), &attempt, &dead, 1_000)
+        .unwrap();
+    assert_eq!(
+        store.pending_count("app"),
+        2,
+        "a skipped dead letter leaves"
+    );
+    assert!(store.redrive("app", Seq(2)).unwrap());
+    assert_eq!(store.pending_count("app"), 3, "a redrive comes back");
+    store.sync().await.unwrap();
+    assert_eq!(store.replay(Seq(1)).unwrap().unwrap(), vec!["app"]);
+    assert_eq!(store.pending_count("app"), 4, "a replay comes back");
+    assert_eq!(store.pending_count("other"), 0);
+    assert_eq!(pending_seqs(&store).len(), 4, "the count is the truth");
+    store.close().await.unwrap();
+    drop(store);
+
+    // Clean close: the persisted counts are taken as they are, no scan (a
+    // planted value shows which path open took).
+    let store = open(dir.path()).await;
+    assert_eq!(store.pending_count("app"), 4);
+    store.close().await.unwrap();
+    store
+        .tree()
+        .insert(keys::META_PENDING_COUNTS, br#"{"app":7}"#.to_vec())
+        .unwrap();
+    store.tree().flush().unwrap();
+    drop(store);
+    let store = open(dir.path()).await;
+    assert_eq!(store.pending_count("app"), 7);
+    store.close().await.unwrap();
+    store
+        .tree()
+        .insert(keys::META_PENDING_COUNTS, br#"{"app":4}"#.to_vec())
+        .unwrap();
+    store.tree().flush().unwrap();
+    drop(store);
+    let store = open(dir.path()).await;
+    delivered(&store, 3);
+    // An unclean stop leaves no persisted counts: open counts again.
+    store.close().await.unwrap();
+    store.tree().remove(keys::META_PENDING_COUNTS).unwrap();
+    store.tree().flush().unwrap();
+    drop(store);
+    let store = open(dir.path()).await;
+    assert_eq!(store.pending_count("app"), 3);
+    assert_eq!(pending_seqs(&store).len(), 3);
     store.close().await.unwrap();
 }
