@@ -178,6 +178,48 @@ fn frame_crc(seq: u64, len: u32, record: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// The frame reader behind [`SegmentLog::scan`], over any byte stream (so
+/// the fuzzer can feed it bytes without files). A frame claiming more than
+/// `max_record` bytes ends the scan like a bad CRC does.
+pub fn scan_frames(
+    segment: u64,
+    mut reader: impl std::io::Read,
+    max_record: u64,
+    mut each: impl FnMut(u64, Locator, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut offset = 0u64;
+    let mut header = [0u8; FRAME_HEADER];
+    let mut record = Vec::new();
+    loop {
+        if reader.read_exact(&mut header).is_err() {
+            return Ok(());
+        }
+        let mut b8 = [0u8; 8];
+        b8.copy_from_slice(&header[..8]);
+        let seq = u64::from_be_bytes(b8);
+        let mut b4 = [0u8; 4];
+        b4.copy_from_slice(&header[8..12]);
+        let len = u32::from_be_bytes(b4);
+        b4.copy_from_slice(&header[12..]);
+        let crc = u32::from_be_bytes(b4);
+        if u64::from(len) > max_record {
+            return Ok(());
+        }
+        record.resize(len as usize, 0);
+        if reader.read_exact(&mut record).is_err() || frame_crc(seq, len, &record) != crc {
+            return Ok(());
+        }
+        let at = Locator {
+            segment,
+            offset: offset + FRAME_HEADER as u64,
+            len,
+            crc: crc32fast::hash(&record),
+        };
+        each(seq, at, &record)?;
+        offset += (FRAME_HEADER + record.len()) as u64;
+    }
+}
+
 /// The segment directory: creates, reads and deletes segment files.
 pub struct SegmentLog {
     dir: PathBuf,
@@ -265,43 +307,11 @@ impl SegmentLog {
     pub fn scan(
         &self,
         id: u64,
-        mut each: impl FnMut(u64, Locator, &[u8]) -> Result<(), StoreError>,
+        each: impl FnMut(u64, Locator, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let file = File::open(self.path_of(id))?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut offset = 0u64;
-        let mut header = [0u8; FRAME_HEADER];
-        let mut record = Vec::new();
-        loop {
-            if std::io::Read::read_exact(&mut reader, &mut header).is_err() {
-                return Ok(());
-            }
-            let mut b8 = [0u8; 8];
-            b8.copy_from_slice(&header[..8]);
-            let seq = u64::from_be_bytes(b8);
-            let mut b4 = [0u8; 4];
-            b4.copy_from_slice(&header[8..12]);
-            let len = u32::from_be_bytes(b4);
-            b4.copy_from_slice(&header[12..]);
-            let crc = u32::from_be_bytes(b4);
-            if u64::from(len) > self.segment_bytes.max(MAX_RECORD) {
-                return Ok(());
-            }
-            record.resize(len as usize, 0);
-            if std::io::Read::read_exact(&mut reader, &mut record).is_err()
-                || frame_crc(seq, len, &record) != crc
-            {
-                return Ok(());
-            }
-            let at = Locator {
-                segment: id,
-                offset: offset + FRAME_HEADER as u64,
-                len,
-                crc: crc32fast::hash(&record),
-            };
-            each(seq, at, &record)?;
-            offset += (FRAME_HEADER + record.len()) as u64;
-        }
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        scan_frames(id, reader, self.segment_bytes.max(MAX_RECORD), each)
     }
 
     /// Segment names on disk, ascending.
