@@ -237,6 +237,21 @@ struct Inner {
     /// ~1 s and ~70 MiB of sled cache per scrape). Persisted at a clean
     /// close; recounted once at open after an unclean stop.
     pending_counts: Mutex<std::collections::HashMap<String, u64>>,
+    /// What `Store::open` had to repair.
+    recovered: RecoveryReport,
+}
+
+/// What [`Store::open`] found and repaired; all zero after a clean stop.
+/// Logged at open, and kept so tests and operators can tell a crash
+/// recovery happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Acknowledged events whose index sled lost, re-indexed from the log.
+    pub reindexed: usize,
+    /// Events whose dedupe markers or pending entries were completed.
+    pub repaired: usize,
+    /// Never-acknowledged events removed because their record was torn.
+    pub torn: usize,
 }
 
 struct WriteState {
@@ -340,6 +355,11 @@ impl Store {
             flusher: Mutex::new(None),
             dispatch_epoch: watch::channel(0).0,
             pending_counts: Mutex::new(pending_counts),
+            recovered: RecoveryReport {
+                reindexed,
+                repaired: recovery.repaired,
+                torn: recovery.torn,
+            },
         });
         let store = Store { inner };
         // Recovered events count as durable from here on (dispatch reads
@@ -746,6 +766,11 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("close task failed: {e}")))?
+    }
+
+    /// What this open recovered (see [`RecoveryReport`]).
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.inner.recovered
     }
 
     /// Adds `delta` to the pending count of `dest` (see `pending_counts`).

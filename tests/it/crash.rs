@@ -244,6 +244,11 @@ async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
         segment_bytes: hookgate::store::DEFAULT_SEGMENT_BYTES,
     })
     .unwrap();
+    // The kill came mid-stream, after sled's last flush: the newest
+    // acknowledged events were only in the log and had to be re-indexed.
+    let report = store.recovery_report();
+    assert!(report.reindexed > 0, "nothing re-indexed: {report:?}");
+    assert_eq!(report.torn, 0, "kill -9 cannot tear an acknowledged record");
     let mut seen = HashSet::new();
     for (gid, body) in &acked {
         let seq = Seq::parse_event_id(gid).unwrap();
