@@ -93,11 +93,10 @@ async fn recovery_does_not_resurrect_a_finished_delivery() {
     store.append(event("evt_1"), 1_000).await.unwrap();
     delivered(&store, 1);
     // Pretend no flush ever recorded evt_1 as complete.
-    store.close().await.unwrap();
-    store.tree().remove(keys::META_WATERMARK).unwrap();
-    store.tree().flush().unwrap();
-    drop(store);
-    let store = open(dir.path()).await;
+    let store = close_edit_reopen(store, dir.path(), |tree| {
+        tree.remove(keys::META_WATERMARK).unwrap();
+    })
+    .await;
     assert!(store.pending_after("app", None, 10).unwrap().is_empty());
     assert!(store.delivered_at("app", Seq(1)).unwrap().is_some());
     store.close().await.unwrap();
@@ -164,6 +163,26 @@ fn event_with_body(id: &str, body_len: usize) -> NewEvent {
     e
 }
 
+/// Appends `evt_1` ..= `evt_{count}` with bodies of `body_len` bytes at t = 1 s.
+async fn append_many(store: &Store, count: u64, body_len: usize) {
+    for n in 1..=count {
+        store
+            .append(event_with_body(&format!("evt_{n}"), body_len), 1_000)
+            .await
+            .unwrap();
+    }
+}
+
+/// Closes the store, edits its tree as a crash or a test scenario would,
+/// and opens it again.
+async fn close_edit_reopen(store: Store, path: &Path, edit: impl FnOnce(&sled::Tree)) -> Store {
+    store.close().await.unwrap();
+    edit(store.tree());
+    store.tree().flush().unwrap();
+    drop(store);
+    open(path).await
+}
+
 fn delivered(store: &Store, seq: u64) {
     let attempt = AttemptRecord {
         attempt: 1,
@@ -224,12 +243,7 @@ async fn a_record_torn_by_a_crash_is_removed_with_its_marker_and_pending_entry()
 async fn stored_bytes_survive_reopen_and_retention_gives_segments_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    for n in 1..=20 {
-        store
-            .append(event_with_body(&format!("evt_{n}"), 1_000), 1_000)
-            .await
-            .unwrap();
-    }
+    append_many(&store, 20, 1_000).await;
     let stored = store.stored_bytes();
     assert!(stored > 20_000, "20 records of 1 KB: {stored}");
     // 4 KiB segments hold three or four such records each.
@@ -273,33 +287,24 @@ async fn stored_bytes_survive_reopen_and_retention_gives_segments_back() {
 async fn an_acknowledged_event_sled_lost_is_reindexed_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    for n in 1..=3 {
-        store
-            .append(event_with_body(&format!("evt_{n}"), 300), 1_000)
-            .await
-            .unwrap();
-    }
+    append_many(&store, 3, 300).await;
     let stored = store.stored_bytes();
     // As after `kill -9` before sled's own flush: the log has all three
     // acknowledged records, sled only the first (the watermark says so).
-    store.close().await.unwrap();
-    for seq in [2u64, 3] {
-        let marker = keys::dedupe("stripe", &DedupeKey::EventId(format!("evt_{seq}")));
-        store.tree().remove(keys::event(seq)).unwrap();
-        let slot = markers::Slot::of(&marker);
-        let mut bucket = markers::Bucket::load(store.tree(), &slot.bucket).unwrap();
-        assert_eq!(bucket.remove_seq(seq), 1);
-        bucket.store(store.tree(), &slot.bucket).unwrap();
-        store.tree().remove(keys::pending("app", seq)).unwrap();
-    }
-    store
-        .tree()
-        .insert(keys::META_WATERMARK, &keys::encode_watermark(1, stored / 3))
-        .unwrap();
-    store.tree().flush().unwrap();
-    drop(store);
-
-    let store = open(dir.path()).await;
+    let store = close_edit_reopen(store, dir.path(), |tree| {
+        for seq in [2u64, 3] {
+            let marker = keys::dedupe("stripe", &DedupeKey::EventId(format!("evt_{seq}")));
+            tree.remove(keys::event(seq)).unwrap();
+            let slot = markers::Slot::of(&marker);
+            let mut bucket = markers::Bucket::load(tree, &slot.bucket).unwrap();
+            assert_eq!(bucket.remove_seq(seq), 1);
+            bucket.store(tree, &slot.bucket).unwrap();
+            tree.remove(keys::pending("app", seq)).unwrap();
+        }
+        let watermark = keys::encode_watermark(1, stored / 3);
+        tree.insert(keys::META_WATERMARK, &watermark).unwrap();
+    })
+    .await;
     for seq in 1..=3 {
         let event = store.get(Seq(seq)).unwrap().expect("re-indexed");
         assert_eq!(event.body.len(), 300);
@@ -370,30 +375,21 @@ async fn pending_counts_follow_every_change_and_survive_clean_and_unclean_restar
     // planted value shows which path open took).
     let store = open(dir.path()).await;
     assert_eq!(store.pending_count("app"), 4);
-    store.close().await.unwrap();
-    store
-        .tree()
-        .insert(keys::META_PENDING_COUNTS, br#"{"app":7}"#.to_vec())
-        .unwrap();
-    store.tree().flush().unwrap();
-    drop(store);
-    let store = open(dir.path()).await;
+    let plant = |n: u32| {
+        move |tree: &sled::Tree| {
+            let counts = format!(r#"{{"app":{n}}}"#).into_bytes();
+            tree.insert(keys::META_PENDING_COUNTS, counts).unwrap();
+        }
+    };
+    let store = close_edit_reopen(store, dir.path(), plant(7)).await;
     assert_eq!(store.pending_count("app"), 7);
-    store.close().await.unwrap();
-    store
-        .tree()
-        .insert(keys::META_PENDING_COUNTS, br#"{"app":4}"#.to_vec())
-        .unwrap();
-    store.tree().flush().unwrap();
-    drop(store);
-    let store = open(dir.path()).await;
+    let store = close_edit_reopen(store, dir.path(), plant(4)).await;
     delivered(&store, 3);
     // An unclean stop leaves no persisted counts: open counts again.
-    store.close().await.unwrap();
-    store.tree().remove(keys::META_PENDING_COUNTS).unwrap();
-    store.tree().flush().unwrap();
-    drop(store);
-    let store = open(dir.path()).await;
+    let store = close_edit_reopen(store, dir.path(), |tree| {
+        tree.remove(keys::META_PENDING_COUNTS).unwrap();
+    })
+    .await;
     assert_eq!(store.pending_count("app"), 3);
     assert_eq!(pending_seqs(&store).len(), 3);
     store.close().await.unwrap();
