@@ -304,9 +304,9 @@ impl Store {
         }
         let recovery = complete_interrupted_appends(&tree, &log, indexed_through)?;
         if recovery.repaired > 0 {
-            tracing::warn!(
+            tracing::info!(
                 repaired = recovery.repaired,
-                "completed appends interrupted by a crash (none was acknowledged)"
+                "restored dedupe markers and pending deliveries of events written after sled's last flush"
             );
         }
         if recovery.torn > 0 {
@@ -1053,10 +1053,13 @@ fn load_pending_counts(
             }
         }
     }
-    tracing::info!(
-        took_ms = started.elapsed().as_millis() as u64,
-        "counted pending deliveries after an unclean stop"
-    );
+    if !counts.is_empty() {
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            pending = counts.values().sum::<u64>(),
+            "counted pending deliveries (no counts saved by a clean shutdown)"
+        );
+    }
     Ok(counts)
 }
 
