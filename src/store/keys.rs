@@ -28,8 +28,6 @@ pub const META_PENDING_COUNTS: &[u8] = b"\x00mpending_counts";
 pub const LEGACY_NEXT_SEQ: &[u8] = b"\x00mnext_seq";
 /// See [`LEGACY_NEXT_SEQ`].
 pub const LEGACY_INDEXED_THROUGH: &[u8] = b"\x00mindexed_through";
-/// See [`LEGACY_NEXT_SEQ`].
-pub const LEGACY_STORED_BYTES: &[u8] = b"\x00mstored_bytes";
 
 /// Value of [`META_WATERMARK`]: sequence, then bytes (both BE).
 pub fn encode_watermark(seq: u64, bytes: u64) -> [u8; 16] {
@@ -104,6 +102,21 @@ pub fn seq_from_pending_key(key: &[u8]) -> Result<Seq, StoreError> {
         return Err(StoreError::Corrupt("pending key".into()));
     }
     be_u64(&key[key.len() - 8..]).map(Seq)
+}
+
+/// Reads the destination out of a pending key (`p` destination `\0` seq).
+pub fn destination_from_pending_key(key: &[u8]) -> Result<&str, StoreError> {
+    key.get(1..key.len().saturating_sub(9))
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .ok_or_else(|| StoreError::Corrupt("pending key".into()))
+}
+
+/// Big-endian u32 from exactly 4 bytes.
+pub fn be_u32(b: &[u8]) -> Result<u32, StoreError> {
+    let arr: [u8; 4] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("expected 4 bytes".into()))?;
+    Ok(u32::from_be_bytes(arr))
 }
 
 /// Big-endian u64 from exactly 8 bytes.

@@ -260,13 +260,13 @@ struct WriteState {
     active: ActiveSegment,
     /// Authoritative copy of `stored_bytes` (every stored event).
     stored_bytes: u64,
-    /// The last `META_INDEXED_THROUGH` written: every event up to it is
-    /// complete on disk.
+    /// The watermark's sequence (`keys::META_WATERMARK`) as last written:
+    /// sled holds every event up to it durably.
     indexed_through: u64,
-    /// Bytes of the stored events up to `indexed_through`: the value of
-    /// `META_STORED_BYTES`. Persisted per flush and per removal, not per
-    /// append (two sled inserts fewer per event); recovery adds the events
-    /// after `indexed_through`, which it visits anyway.
+    /// Bytes of the stored events up to `indexed_through`: the watermark's
+    /// byte total. Persisted per sled flush and per removal, not per append;
+    /// recovery adds the events after `indexed_through`, which it visits
+    /// anyway.
     indexed_bytes: u64,
 }
 
@@ -366,11 +366,7 @@ impl Store {
         // them), so make them so: after `kill -9` their records may be only
         // in the page cache.
         store.inner.log.sync_all()?;
-        flush_and_fsync(
-            &store.inner.db,
-            &store.inner.options.path,
-            Default::default(),
-        )?;
+        store.flush_sled_now()?;
         store.advance_watermark(next_seq.saturating_sub(1), recovery.bytes_after)?;
         store.reclaim_segments()?;
         let handle = tokio::spawn(flusher(store.clone()));
@@ -427,7 +423,14 @@ impl Store {
                             .active
                             .append(&self.inner.log, seq, &record)
                             .and_then(|at| {
-                                self.write_event(seq, at, &meta, now_ms, buckets, window_ms)
+                                let derive = Derive {
+                                    recovering: false,
+                                    slots: &slots,
+                                    buckets,
+                                    prune_window_ms: Some(window_ms),
+                                    on_new_pending: &mut |dest| self.count_pending(dest, 1),
+                                };
+                                self.write_event(seq, at, &meta, now_ms, derive)
                             });
                     if let Err(e) = written {
                         self.poison(&e.to_string());
@@ -468,23 +471,11 @@ impl Store {
         at: Locator,
         meta: &EventMeta,
         now_ms: i64,
-        buckets: Buckets,
-        window_ms: i64,
+        derive: Derive<'_>,
     ) -> Result<(), StoreError> {
         let tree = &self.inner.tree;
         tree.insert(keys::event(seq), &at.encode())?;
-        write_derived(
-            tree,
-            seq,
-            meta,
-            now_ms,
-            Derive {
-                recovering: false,
-                buckets,
-                prune_window_ms: Some(window_ms),
-                on_new_pending: &mut |dest| self.count_pending(dest, 1),
-            },
-        )
+        write_derived(tree, seq, meta, now_ms, derive)
     }
 
     /// Waits until every write up to `generation` is flushed and fsynced.
@@ -757,15 +748,16 @@ impl Store {
             let json =
                 serde_json::to_vec(&counts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             store.inner.tree.insert(keys::META_PENDING_COUNTS, json)?;
-            flush_and_fsync(
-                &store.inner.db,
-                &store.inner.options.path,
-                Default::default(),
-            )
-            .map(|_| ())
+            store.flush_sled_now()
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("close task failed: {e}")))?
+    }
+
+    /// Flushes and fsyncs sled outside the flusher, when it is not running
+    /// (at open, and at close after it stopped).
+    fn flush_sled_now(&self) -> Result<(), StoreError> {
+        flush_and_fsync(&self.inner.db, &self.inner.options.path, Default::default()).map(|_| ())
     }
 
     /// What this open recovered (see [`RecoveryReport`]).
@@ -776,12 +768,7 @@ impl Store {
     /// Adds `delta` to the pending count of `dest` (see `pending_counts`).
     pub(crate) fn count_pending(&self, dest: &str, delta: i64) {
         if let Ok(mut counts) = self.inner.pending_counts.lock() {
-            match counts.get_mut(dest) {
-                Some(n) => *n = n.saturating_add_signed(delta),
-                None => {
-                    counts.insert(dest.to_string(), u64::try_from(delta).unwrap_or(0));
-                }
-            }
+            add_count(&mut counts, dest, delta);
         }
     }
 
@@ -845,6 +832,8 @@ impl Store {
 struct Derive<'a> {
     /// Recovery: no pending entry for a destination that finished the event.
     recovering: bool,
+    /// Where the event's markers go (`meta.markers`, hashed once).
+    slots: &'a [markers::Slot],
     /// Marker buckets already read (the append's dedupe check).
     buckets: Buckets,
     /// Drop markers older than this from each bucket written.
@@ -865,27 +854,22 @@ fn write_derived(
 ) -> Result<(), StoreError> {
     let Derive {
         recovering,
+        slots,
         mut buckets,
         prune_window_ms,
         on_new_pending,
     } = how;
-    let mut touched: Vec<Vec<u8>> = Vec::with_capacity(meta.markers.len());
-    for hex_key in &meta.markers {
-        let key = hex::decode(hex_key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let slot = markers::Slot::of(&key);
+    for slot in slots {
         buckets
             .get(tree, &slot.bucket)?
             .upsert(slot.fingerprint, seq, now_ms);
-        if !touched.contains(&slot.bucket) {
-            touched.push(slot.bucket);
-        }
     }
-    for key in touched {
-        let bucket = buckets.get(tree, &key)?;
+    // Every bucket held was read for one of these slots: write each once.
+    for (key, bucket) in &mut buckets.0 {
         if let Some(window_ms) = prune_window_ms {
             bucket.prune(now_ms, window_ms);
         }
-        bucket.store(tree, &key)?;
+        bucket.store(tree, key)?;
     }
     let pending = serde_json::to_vec(&PendingState {
         entity: meta.entity.clone(),
@@ -908,6 +892,18 @@ fn write_derived(
         }
     }
     Ok(())
+}
+
+/// The marker slots of a stored event (its record lists the marker keys).
+fn marker_slots(meta: &EventMeta) -> Result<Vec<markers::Slot>, StoreError> {
+    meta.markers
+        .iter()
+        .map(|m| {
+            hex::decode(m)
+                .map(|key| markers::Slot::of(&key))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .collect()
 }
 
 /// Reads an event's record from the value of its `e` key (a locator into
@@ -973,13 +969,12 @@ fn complete_interrupted_appends(
             }
             Err(e) => return Err(e),
         };
-        let complete = meta.markers.iter().all(|m| {
-            hex::decode(m).ok().is_some_and(|key| {
-                markers::lookup(tree, &key)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|found| found.seq == seq.0)
-            })
+        let slots = marker_slots(&meta)?;
+        let complete = slots.iter().all(|slot| {
+            markers::Bucket::load(tree, &slot.bucket)
+                .ok()
+                .and_then(|b| b.find(&slot.fingerprint))
+                .is_some_and(|found| found.seq == seq.0)
         }) && meta.destinations.iter().all(|d| {
             tree.contains_key(keys::pending(d, seq.0)).unwrap_or(false)
                 || delivery::is_finished(tree, d, seq).unwrap_or(false)
@@ -992,6 +987,7 @@ fn complete_interrupted_appends(
                 meta.received_at_ms,
                 Derive {
                     recovering: true,
+                    slots: &slots,
                     buckets: Buckets::default(),
                     prune_window_ms: None,
                     on_new_pending: &mut |_| {},
@@ -1009,11 +1005,10 @@ fn complete_interrupted_appends(
 /// pending entries; it runs only at open, and only after a torn write.
 fn remove_torn_event(tree: &sled::Tree, seq: u64) -> Result<(), StoreError> {
     tree.remove(keys::event(seq))?;
-    let seq_bytes = seq.to_be_bytes();
-    for item in tree.scan_prefix([keys::PENDING]) {
-        let (k, _) = item?;
-        if k.len() > 9 && k[k.len() - 9] == 0 && k[k.len() - 8..] == seq_bytes {
-            tree.remove(k)?;
+    for key in tree.scan_prefix([keys::PENDING]).keys() {
+        let key = key?;
+        if keys::seq_from_pending_key(&key)? == Seq(seq) {
+            tree.remove(key)?;
         }
     }
     for item in tree.scan_prefix([keys::DEDUPE]) {
@@ -1042,16 +1037,7 @@ fn load_pending_counts(
     let mut counts = std::collections::HashMap::<String, u64>::new();
     for key in tree.scan_prefix([keys::PENDING]).keys() {
         let key = key?;
-        let dest = key
-            .get(1..key.len().saturating_sub(9))
-            .ok_or_else(|| StoreError::Corrupt("pending key".into()))?;
-        let dest = String::from_utf8_lossy(dest);
-        match counts.get_mut(dest.as_ref()) {
-            Some(n) => *n += 1,
-            None => {
-                counts.insert(dest.into_owned(), 1);
-            }
-        }
+        add_count(&mut counts, keys::destination_from_pending_key(&key)?, 1);
     }
     if !counts.is_empty() {
         tracing::info!(
@@ -1061,6 +1047,17 @@ fn load_pending_counts(
         );
     }
     Ok(counts)
+}
+
+/// Adds `delta` to `dest`'s count, allocating the name only the first time
+/// (this runs per appended event).
+fn add_count(counts: &mut std::collections::HashMap<String, u64>, dest: &str, delta: i64) {
+    match counts.get_mut(dest) {
+        Some(n) => *n = n.saturating_add_signed(delta),
+        None => {
+            counts.insert(dest.to_string(), u64::try_from(delta).unwrap_or(0));
+        }
+    }
 }
 
 /// Marker buckets read during one append, so each is read once and written

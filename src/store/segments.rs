@@ -36,7 +36,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use super::StoreError;
+use super::{keys, StoreError};
 
 /// Name of the directory (inside `storage.path`) holding the segments.
 pub const DIR: &str = "segments";
@@ -66,7 +66,8 @@ pub struct Locator {
     pub offset: u64,
     /// Record length in bytes.
     pub len: u32,
-    /// CRC-32 of the record, checked on every read.
+    /// The record's frame CRC (the one in its header, see [`FrameHeader`]),
+    /// checked on every read.
     pub crc: u32,
 }
 
@@ -85,24 +86,12 @@ impl Locator {
     /// Reads a locator value; `None` when the value is an inline record.
     pub fn decode(value: &[u8]) -> Result<Option<Locator>, StoreError> {
         match value.first() {
-            Some(&LOCATOR_VERSION) if value.len() == LOCATOR_LEN => {
-                let u64_at = |i: usize| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&value[i..i + 8]);
-                    u64::from_be_bytes(b)
-                };
-                let u32_at = |i: usize| {
-                    let mut b = [0u8; 4];
-                    b.copy_from_slice(&value[i..i + 4]);
-                    u32::from_be_bytes(b)
-                };
-                Ok(Some(Locator {
-                    segment: u64_at(1),
-                    offset: u64_at(9),
-                    len: u32_at(17),
-                    crc: u32_at(21),
-                }))
-            }
+            Some(&LOCATOR_VERSION) if value.len() == LOCATOR_LEN => Ok(Some(Locator {
+                segment: keys::be_u64(&value[1..9])?,
+                offset: keys::be_u64(&value[9..17])?,
+                len: keys::be_u32(&value[17..21])?,
+                crc: keys::be_u32(&value[21..25])?,
+            })),
             Some(&LOCATOR_VERSION) => Err(StoreError::Corrupt("event locator length".into())),
             _ => Ok(None),
         }
@@ -136,20 +125,12 @@ impl ActiveSegment {
             self.rolled = old.rolled;
             self.rolled.push(old.file);
         }
-        let len = u32::try_from(record.len())
-            .map_err(|_| StoreError::Corrupt("event record too large".into()))?;
+        let header = FrameHeader::new(seq, record)?;
         let mut frame = Vec::with_capacity(FRAME_HEADER + record.len());
-        frame.extend_from_slice(&seq.to_be_bytes());
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(&frame_crc(seq, len, record).to_be_bytes());
+        frame.extend_from_slice(&header.encode());
         frame.extend_from_slice(record);
         (&*self.file).write_all(&frame)?;
-        let locator = Locator {
-            segment: self.id,
-            offset: self.len + FRAME_HEADER as u64,
-            len,
-            crc: crc32fast::hash(record),
-        };
+        let locator = header.locator(self.id, self.len);
         self.len += frame.len() as u64;
         Ok(locator)
     }
@@ -168,8 +149,65 @@ impl ActiveSegment {
     }
 }
 
-/// CRC of a frame: covers the header fields too, so a torn or stale header
-/// is not taken for a record.
+/// The header before each record in a segment. Its CRC covers the sequence
+/// and length too, so a torn or stale header is not taken for a record; the
+/// locator carries the same CRC, so a read checks the record once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameHeader {
+    seq: u64,
+    len: u32,
+    crc: u32,
+}
+
+impl FrameHeader {
+    fn new(seq: u64, record: &[u8]) -> Result<FrameHeader, StoreError> {
+        let len = u32::try_from(record.len())
+            .map_err(|_| StoreError::Corrupt("event record too large".into()))?;
+        Ok(FrameHeader {
+            seq,
+            len,
+            crc: frame_crc(seq, len, record),
+        })
+    }
+
+    fn encode(&self) -> [u8; FRAME_HEADER] {
+        let mut out = [0u8; FRAME_HEADER];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8..12].copy_from_slice(&self.len.to_be_bytes());
+        out[12..].copy_from_slice(&self.crc.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<FrameHeader, StoreError> {
+        let field = |r: std::ops::Range<usize>| {
+            bytes
+                .get(r)
+                .ok_or_else(|| StoreError::Corrupt("short frame header".into()))
+        };
+        Ok(FrameHeader {
+            seq: keys::be_u64(field(0..8)?)?,
+            len: keys::be_u32(field(8..12)?)?,
+            crc: keys::be_u32(field(12..16)?)?,
+        })
+    }
+
+    /// True when `record` is the one this header was written for.
+    fn matches(&self, record: &[u8]) -> bool {
+        frame_crc(self.seq, self.len, record) == self.crc
+    }
+
+    /// The locator of this frame's record, the frame starting at
+    /// `frame_offset` of segment `segment`.
+    fn locator(&self, segment: u64, frame_offset: u64) -> Locator {
+        Locator {
+            segment,
+            offset: frame_offset + FRAME_HEADER as u64,
+            len: self.len,
+            crc: self.crc,
+        }
+    }
+}
+
 fn frame_crc(seq: u64, len: u32, record: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&seq.to_be_bytes());
@@ -194,28 +232,15 @@ pub fn scan_frames(
         if reader.read_exact(&mut header).is_err() {
             return Ok(());
         }
-        let mut b8 = [0u8; 8];
-        b8.copy_from_slice(&header[..8]);
-        let seq = u64::from_be_bytes(b8);
-        let mut b4 = [0u8; 4];
-        b4.copy_from_slice(&header[8..12]);
-        let len = u32::from_be_bytes(b4);
-        b4.copy_from_slice(&header[12..]);
-        let crc = u32::from_be_bytes(b4);
-        if u64::from(len) > max_record {
+        let frame = FrameHeader::decode(&header)?;
+        if u64::from(frame.len) > max_record {
             return Ok(());
         }
-        record.resize(len as usize, 0);
-        if reader.read_exact(&mut record).is_err() || frame_crc(seq, len, &record) != crc {
+        record.resize(frame.len as usize, 0);
+        if reader.read_exact(&mut record).is_err() || !frame.matches(&record) {
             return Ok(());
         }
-        let at = Locator {
-            segment,
-            offset: offset + FRAME_HEADER as u64,
-            len,
-            crc: crc32fast::hash(&record),
-        };
-        each(seq, at, &record)?;
+        each(frame.seq, frame.locator(segment, offset), &record)?;
         offset += (FRAME_HEADER + record.len()) as u64;
     }
 }
@@ -283,20 +308,29 @@ impl SegmentLog {
         Ok(file)
     }
 
-    /// Reads the record a locator points at and checks its CRC.
+    /// Reads the record a locator points at, with its frame header, and
+    /// checks that the header is the locator's and the CRC holds.
     pub fn read(&self, at: &Locator) -> Result<Vec<u8>, StoreError> {
-        let mut buf = vec![0u8; at.len as usize];
-        self.reader(at.segment)?
-            .read_exact_at(&mut buf, at.offset)
-            .map_err(|e| {
-                StoreError::Corrupt(format!("segment {} offset {}: {e}", at.segment, at.offset))
-            })?;
-        if crc32fast::hash(&buf) != at.crc {
-            return Err(StoreError::Corrupt(format!(
-                "segment {} offset {}: checksum mismatch",
+        let corrupt = |why: &str| {
+            StoreError::Corrupt(format!(
+                "segment {} offset {}: {why}",
                 at.segment, at.offset
-            )));
+            ))
+        };
+        let start = at
+            .offset
+            .checked_sub(FRAME_HEADER as u64)
+            .ok_or_else(|| corrupt("no room for a frame header"))?;
+        let mut buf = vec![0u8; FRAME_HEADER + at.len as usize];
+        self.reader(at.segment)?
+            .read_exact_at(&mut buf, start)
+            .map_err(|e| corrupt(&e.to_string()))?;
+        let header = FrameHeader::decode(&buf)?;
+        let record = &buf[FRAME_HEADER..];
+        if header.len != at.len || header.crc != at.crc || !header.matches(record) {
+            return Err(corrupt("checksum mismatch"));
         }
+        buf.drain(..FRAME_HEADER);
         Ok(buf)
     }
 
