@@ -536,6 +536,12 @@ async fn metrics_parse_as_prometheus_text_and_counters_move_with_traffic() {
         sink.received().len() == 1
     })
     .await;
+    // The sink answers before dispatch records the outcome: wait for that
+    // too, so the pending gauge below is not read mid-way.
+    wait_for("delivery recorded", Duration::from_secs(10), || async {
+        gw.state.store.pending_count("app") == 0
+    })
+    .await;
 
     let after = scrape(&gw).await;
     assert_prometheus_text(&after);
