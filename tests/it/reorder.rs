@@ -216,6 +216,8 @@ async fn a_late_event_can_be_dead_lettered_or_dropped_and_stays_visible() {
     gw.stop().await.unwrap();
 
     let (gw, sink, late, _dir) = late_event_run("drop").await;
+    // The attempt record is written just before the pending entry goes:
+    // wait for both.
     wait_for("late drop recorded", Duration::from_secs(10), || async {
         gw.state
             .store
@@ -223,6 +225,7 @@ async fn a_late_event_can_be_dead_lettered_or_dropped_and_stays_visible() {
             .unwrap()
             .iter()
             .any(|a| a.outcome == "dropped_late")
+            && gw.state.store.pending_count("app") == 0
     })
     .await;
     assert!(
