@@ -65,19 +65,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// the `-sys` crate has no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Makes mimalloc give freed pages back to the OS at once instead of after
-/// its default delay. Opening a store with a large backlog allocates and
-/// frees a lot (sled loads its page table from a snapshot); with the delay
-/// that transient memory stayed resident: peak RSS with 1,000,000 pending
-/// went from 102 MiB to 91 MiB with this set, and ingest throughput did not
-/// change measurably (`bench/RESULTS.md`). Called from [`Gateway::open`];
-/// mimalloc reads its options from the environment before `main`, so the
-/// `MIMALLOC_PURGE_DELAY` variable cannot do it.
+/// Runs `open` with mimalloc giving freed pages back to the OS at once, then
+/// restores its purge delay. Opening a store with a large backlog allocates
+/// and frees a lot (sled loads its page table from a snapshot); with the
+/// delay that transient memory stayed resident: peak RSS with 1,000,000
+/// pending went from 102 MiB to 91 MiB with the delay at 0. Outside the open
+/// the delay stays: purging at once on every free cost the ingest path a
+/// `madvise` (and a TLB shootdown on the other core) per freed page, ~5% of
+/// its CPU and five page faults per request, measured (`bench/RESULTS.md`).
+/// mimalloc reads `MIMALLOC_PURGE_DELAY` before `main`, so the variable
+/// alone cannot do this; an operator's value is what gets restored.
 #[allow(unsafe_code)]
-fn release_freed_memory_promptly() {
-    // SAFETY: `mi_option_set` only stores a value in mimalloc's option table
-    // (atomically); the option id is a valid `mi_option_e` member.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+fn with_prompt_purge<T>(open: impl FnOnce() -> T) -> T {
+    // SAFETY: `mi_option_get`/`mi_option_set` only read and store a value in
+    // mimalloc's option table (atomically); the id is a valid `mi_option_e`.
+    let previous = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    let opened = open();
+    // SAFETY: as above.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, previous) };
+    opened
 }
 
 /// Shared state of the running gateway: a small `Clone` struct of cheap handles.
@@ -134,12 +141,14 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 impl Gateway {
     /// Opens the store and recovers. Fails before any port is bound.
     pub fn open(config: Config, clock: Clock) -> anyhow::Result<Gateway> {
-        release_freed_memory_promptly();
-        let store = Store::open(StoreOptions {
-            path: config.storage.path.clone(),
-            dedupe_window: config.storage.dedupe_window,
-            max_queue_bytes: config.storage.max_queue_bytes,
-            segment_bytes: store::DEFAULT_SEGMENT_BYTES,
+        let store = with_prompt_purge(|| {
+            Store::open(StoreOptions {
+                path: config.storage.path.clone(),
+                dedupe_window: config.storage.dedupe_window,
+                max_queue_bytes: config.storage.max_queue_bytes,
+                segment_bytes: store::DEFAULT_SEGMENT_BYTES,
+                commit_interval: config.storage.commit_interval,
+            })
         })
         .map_err(|e| anyhow::anyhow!("storage.path {}: {e}", config.storage.path.display()))?;
         let state = AppState {
@@ -210,6 +219,8 @@ impl Gateway {
         tracing::info!(reason, "shutting down");
         stop.cancel();
         housekeeping.abort();
+        // Awaited so no task holding the state outlives `serve`.
+        let _ = housekeeping.await;
         // `serve` bounds its own drain by SHUTDOWN_GRACE.
         let _ = ingress_task.await;
         dispatch_stop.cancel();

@@ -92,6 +92,9 @@ pub struct StorageConfig {
     pub retention: Duration,
     /// Above this many stored bytes ingress answers 503.
     pub max_queue_bytes: Option<u64>,
+    /// Group commit: under concurrent load, the least time between the
+    /// starts of two log flushes (see `StoreOptions::commit_interval`).
+    pub commit_interval: Duration,
 }
 
 /// What a source does when a late event arrives (see the reorder window).
@@ -227,6 +230,7 @@ struct RawStorage {
     dedupe_window: Option<String>,
     retention: Option<String>,
     max_queue_bytes: Option<String>,
+    commit_interval: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -476,13 +480,40 @@ fn validate_storage(raw: &RawStorage, p: &mut Problems) -> Option<StorageConfig>
             .parse("storage.max_queue_bytes", Some(s), "", parse_size)
             .map(Some),
     };
+    let commit_interval = p
+        .parse(
+            "storage.commit_interval",
+            raw.commit_interval.as_deref(),
+            "2ms",
+            parse_duration,
+        )
+        .and_then(|d| {
+            if d > MAX_COMMIT_INTERVAL {
+                p.add(
+                    "storage.commit_interval",
+                    format!(
+                        "{} ms is longer than the {} ms allowed: every acknowledgement under load may wait this long",
+                        d.as_millis(),
+                        MAX_COMMIT_INTERVAL.as_millis()
+                    ),
+                );
+                None
+            } else {
+                Some(d)
+            }
+        });
     Some(StorageConfig {
         path: PathBuf::from(raw.path.as_deref().unwrap_or("./data")),
         dedupe_window: dedupe_window?,
         retention: retention?,
         max_queue_bytes: max_queue_bytes?,
+        commit_interval: commit_interval?,
     })
 }
+
+/// Upper bound of `storage.commit_interval`: past it the wait would show in
+/// every provider's delivery latency for a saving that no longer grows.
+const MAX_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 fn validate_source(
     name: &str,

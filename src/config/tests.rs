@@ -28,6 +28,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.server.request_timeout, Duration::from_secs(10));
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
     assert_eq!(c.storage.dedupe_window, Duration::from_secs(7 * 86400));
+    assert_eq!(c.storage.commit_interval, Duration::from_millis(2));
     let s = &c.sources["stripe"];
     assert_eq!(s.tolerance, Some(Duration::from_secs(300)));
     assert_eq!(s.event_id, Some(FieldRef::Pointer("/id".into())));
@@ -180,4 +181,26 @@ fn the_shipped_example_config_is_valid() {
     if let Err(e) = Config::load(&path) {
         panic!("config.example.toml: {e}");
     }
+}
+
+#[test]
+fn commit_interval_is_bounded() {
+    let with = |v: &str| format!("[storage]\ncommit_interval = \"{v}\"\n{MINIMAL}");
+    assert_eq!(
+        Config::parse(&with("0")).unwrap().storage.commit_interval,
+        Duration::ZERO
+    );
+    assert_eq!(
+        Config::parse(&with("100ms"))
+            .unwrap()
+            .storage
+            .commit_interval,
+        Duration::from_millis(100)
+    );
+    let p = problems(&with("1s"));
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("storage.commit_interval: 1000 ms is longer")),
+        "{p:#?}"
+    );
 }

@@ -15,11 +15,10 @@
 
 use bytes::Bytes;
 use http::HeaderMap;
-use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::config::SourceConfig;
-use crate::field::FieldRef;
+use crate::field::{extract_all, FieldRef};
 use crate::store::{DedupeKey, EventMeta, NewEvent};
 use crate::verify::Verified;
 
@@ -72,22 +71,18 @@ pub fn admit(
             });
         }
     }
-    let needs_json = [&source.event_id, &source.entity, &source.order_by]
-        .into_iter()
-        .flatten()
-        .any(FieldRef::needs_json);
-    let json: Option<Value> = if needs_json {
-        serde_json::from_slice(&body).ok()
-    } else {
-        None
-    };
-    let extract = |f: &Option<FieldRef>| f.as_ref().and_then(|f| f.extract(headers, json.as_ref()));
-    let provider_event_id = extract(&source.event_id).filter(|id| id.len() <= 512);
-    let entity = extract(&source.entity).filter(|e| e.len() <= 512);
-    let provider_time_ms = source
-        .order_by
-        .as_ref()
-        .and_then(|f| provider_time_ms(f, headers, json.as_ref()));
+    let [provider_event_id, entity, provider_time] = extract_all(
+        [
+            source.event_id.as_ref(),
+            source.entity.as_ref(),
+            source.order_by.as_ref(),
+        ],
+        headers,
+        &body,
+    );
+    let provider_event_id = provider_event_id.filter(|id| id.len() <= 512);
+    let entity = entity.filter(|e| e.len() <= 512);
+    let provider_time_ms = provider_time.as_deref().and_then(provider_time_ms);
 
     let mut dedupe = Vec::with_capacity(2);
     // An id read from the (signed) body already refuses a replayed capture:
@@ -132,12 +127,7 @@ fn window_ms(source: &SourceConfig) -> i64 {
 
 /// The provider's event time in unix ms: a number (seconds or milliseconds,
 /// told apart by magnitude) or an RFC 3339 string.
-pub fn provider_time_ms(
-    field: &FieldRef,
-    headers: &HeaderMap,
-    json: Option<&Value>,
-) -> Option<i64> {
-    let text = field.extract(headers, json)?;
+pub fn provider_time_ms(text: &str) -> Option<i64> {
     if let Ok(n) = text.parse::<f64>() {
         if !n.is_finite() || n < 0.0 {
             return None;
@@ -146,7 +136,7 @@ pub fn provider_time_ms(
         let ms = if n < 1e11 { n * 1000.0 } else { n };
         return Some(ms as i64);
     }
-    parse_rfc3339_ms(&text)
+    parse_rfc3339_ms(text)
 }
 
 /// Minimal RFC 3339 (`2023-11-14T22:13:20.000Z`, or with `+hh:mm`) to unix ms.
@@ -247,13 +237,14 @@ mod tests {
 
     #[test]
     fn provider_time_accepts_seconds_millis_and_strings() {
-        let json = serde_json::json!({"s": 1_700_000_000, "ms": 1_700_000_000_123_i64, "t": "2023-11-14T22:13:20Z"});
-        let h = HeaderMap::new();
-        let f = |p: &str| provider_time_ms(&FieldRef::parse(p).unwrap(), &h, Some(&json));
-        assert_eq!(f("/s"), Some(1_700_000_000_000));
-        assert_eq!(f("/ms"), Some(1_700_000_000_123));
-        assert_eq!(f("/t"), Some(1_700_000_000_000));
-        assert_eq!(f("/nope"), None);
+        assert_eq!(provider_time_ms("1700000000"), Some(1_700_000_000_000));
+        assert_eq!(provider_time_ms("1700000000123"), Some(1_700_000_000_123));
+        assert_eq!(
+            provider_time_ms("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(provider_time_ms("-5"), None);
+        assert_eq!(provider_time_ms("soon"), None);
     }
 
     #[test]

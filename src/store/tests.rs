@@ -10,6 +10,7 @@ fn options(path: &Path) -> StoreOptions {
         dedupe_window: Duration::from_secs(3600),
         max_queue_bytes: None,
         segment_bytes: 4096,
+        commit_interval: DEFAULT_COMMIT_INTERVAL,
     }
 }
 
@@ -392,5 +393,52 @@ async fn pending_counts_follow_every_change_and_survive_clean_and_unclean_restar
     .await;
     assert_eq!(store.pending_count("app"), 3);
     assert_eq!(pending_seqs(&store).len(), 3);
+    store.close().await.unwrap();
+}
+
+/// The commit interval paces flushes only while several writers share
+/// them: a lone sequential writer never waits for it. With a 30 s interval
+/// these appends would take a minute if it did.
+#[tokio::test]
+async fn a_lone_writer_does_not_wait_for_the_commit_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions {
+        commit_interval: Duration::from_secs(30),
+        ..options(dir.path())
+    })
+    .unwrap();
+    for i in 0..3 {
+        let appended = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.append(event(&format!("evt_{i}")), 1_000),
+        )
+        .await
+        .expect("a lone append waited for the commit interval");
+        assert!(matches!(appended.unwrap(), Appended::Accepted(_)));
+    }
+    store.close().await.unwrap();
+}
+
+/// Concurrent appends under a paced flusher are all acknowledged, each
+/// only once durable, and the flusher stops at close.
+#[tokio::test]
+async fn concurrent_appends_share_paced_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions {
+        commit_interval: Duration::from_millis(20),
+        ..options(dir.path())
+    })
+    .unwrap();
+    let appends = (0..64).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(event(&format!("evt_{i}")), 1_000).await })
+    });
+    for joined in futures_util::future::join_all(appends).await {
+        let Appended::Accepted(seq) = joined.unwrap().unwrap() else {
+            panic!("distinct ids are not duplicates");
+        };
+        assert!(store.durable_seq() >= seq, "acknowledged before durable");
+    }
+    assert_eq!(store.durable_seq(), Seq(64));
     store.close().await.unwrap();
 }

@@ -242,6 +242,7 @@ async fn kill_9_during_concurrent_ingest_loses_no_acknowledged_event() {
         dedupe_window: Duration::from_secs(3600),
         max_queue_bytes: None,
         segment_bytes: hookgate::store::DEFAULT_SEGMENT_BYTES,
+        commit_interval: hookgate::store::DEFAULT_COMMIT_INTERVAL,
     })
     .unwrap();
     // The kill came mid-stream, after sled's last flush: the newest

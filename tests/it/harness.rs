@@ -40,7 +40,7 @@ impl Gw {
     pub async fn start_with_clock(config: &str, data: &Path, clock: Clock) -> Gw {
         let toml = with_storage_path(config, data);
         let config = Config::parse(&toml).unwrap_or_else(|e| panic!("config: {e}\n{toml}"));
-        let gateway = Gateway::open(config, clock).expect("open gateway");
+        let gateway = open_when_unlocked(config, clock).await;
         let state = gateway.state().clone();
         let listeners = Listeners {
             ingress: TcpListener::bind("127.0.0.1:0").await.expect("bind"),
@@ -77,6 +77,26 @@ impl Gw {
 impl Drop for Gw {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Opens the gateway, retrying while sled's lock is still held: after an
+/// in-process restart the previous instance's last handles (a connection
+/// task finishing its drop on another worker) can outlive `stop()` by a
+/// moment. A new process never sees this; the lock dies with the old one.
+async fn open_when_unlocked(config: Config, clock: Clock) -> Gateway {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Gateway::open(config.clone(), clock.clone()) {
+            Ok(gateway) => return gateway,
+            Err(e)
+                if format!("{e}").contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("open gateway: {e:#}"),
+        }
     }
 }
 

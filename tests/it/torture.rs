@@ -175,6 +175,7 @@ async fn ten_kill_9s_during_ingest_and_delivery_lose_nothing_and_keep_order() {
         dedupe_window: Duration::from_secs(3600),
         max_queue_bytes: None,
         segment_bytes: hookgate::store::DEFAULT_SEGMENT_BYTES,
+        commit_interval: hookgate::store::DEFAULT_COMMIT_INTERVAL,
     })
     .unwrap();
     let mut after = None;
