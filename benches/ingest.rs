@@ -12,7 +12,9 @@
 //! Options (flag or `HG_*` env var): `conns` (list), `warmup` and `measure`
 //! (seconds), `rounds` (repeat each pair), `server-threads` (gateway / no-op
 //! runtime, default nproc like the binary), `client-threads` (load generator
-//! runtime, default nproc), `entities` (distinct entity keys, 1000), `log`
+//! runtime, default nproc), `entities` (distinct entity keys, 1000),
+//! `commit-interval` (the gateway's `storage.commit_interval`, e.g. `0` or
+//! `4ms`; default: the config default), `log`
 //! (`none`, `json` or `human`: the binary's per-request log line, written to
 //! /dev/null).
 //! Exits non-zero when the gateway run is broken (errors, non-200s, or 200s
@@ -55,6 +57,7 @@ fn main() {
     // The binary logs one line per request to stderr; `--log json|human`
     // makes the gateway here pay for that too (written to /dev/null).
     let log = s.get("log").unwrap_or_else(|| "none".into());
+    let commit_interval = s.get("commit-interval");
     install_logging(&log);
     let run_store = targets.contains("store");
     let run_noop = targets.contains("noop");
@@ -127,13 +130,14 @@ fn main() {
                     entities,
                     tag,
                     base_rps,
+                    commit_interval.as_deref(),
                     &mut broken,
                 ));
             }
             if run_store {
                 eprintln!("[ingest] conns={conns} round={round}: store only …");
                 let dir = tempfile::tempdir().expect("tempdir");
-                let toml = gateway_toml(dir.path(), &stripe_source(None));
+                let toml = storage_toml(dir.path(), commit_interval.as_deref());
                 let cpu = CpuSnapshot::take();
                 let written = io_write_bytes();
                 let (report, _) = server_rt.block_on(store_load(&toml, conns, bound, false));
@@ -234,6 +238,7 @@ fn run_gateway_target(
     entities: u64,
     tag: u64,
     base_rps: Option<f64>,
+    commit_interval: Option<&str>,
     broken: &mut Vec<String>,
 ) -> Row {
     let Bound::Timed { warmup, measure } = bound else {
@@ -241,7 +246,7 @@ fn run_gateway_target(
     };
     eprintln!("[ingest] conns={conns}: gateway …");
     let dir = tempfile::tempdir().expect("tempdir");
-    let toml = gateway_toml(dir.path(), &stripe_source(None));
+    let toml = storage_toml(dir.path(), commit_interval);
     let gw = server_rt.block_on(InProcess::start(&toml));
     let flush_stop = CancellationToken::new();
     let flushes = {
@@ -305,6 +310,20 @@ fn run_gateway_target(
 
 /// Installs the binary's log format (info level) writing to /dev/null, so a
 /// run can include the per-request log line's cost; `none` leaves logging off.
+/// The stripe-source gateway config, with `storage.commit_interval` set
+/// when the run asks for one.
+fn storage_toml(dir: &std::path::Path, commit_interval: Option<&str>) -> String {
+    let toml = gateway_toml(dir, &stripe_source(None));
+    match commit_interval {
+        Some(ci) => toml.replacen(
+            "[storage]\n",
+            &format!("[storage]\ncommit_interval = {ci:?}\n"),
+            1,
+        ),
+        None => toml,
+    }
+}
+
 fn install_logging(format: &str) {
     if format == "none" {
         return;

@@ -922,7 +922,7 @@ pub async fn store_load(
         dedupe_window: config.storage.dedupe_window,
         max_queue_bytes: None,
         segment_bytes: hookgate::store::DEFAULT_SEGMENT_BYTES,
-        commit_interval: hookgate::store::DEFAULT_COMMIT_INTERVAL,
+        commit_interval: config.storage.commit_interval,
     })
     .expect("open store");
     let start = Instant::now();
