@@ -103,10 +103,10 @@ async fn observe(State(gate): State<Arc<Gate>>, request: Request, next: Next) ->
         .map_or(metrics::UNKNOWN_SOURCE, |(name, _)| name.as_str());
     let response = admit(&gate.limits, request, next).await;
     let took = started.elapsed();
+    let mut response = response;
     let observed = response
-        .extensions()
-        .get::<Observed>()
-        .cloned()
+        .extensions_mut()
+        .remove::<Observed>()
         .unwrap_or_else(|| Observed {
             // Only axum's own rejections (e.g. a wrong method) end up here.
             outcome: if response.status().is_server_error() {
@@ -274,10 +274,11 @@ async fn admit_and_store(
         Appended::Accepted(seq) => ("accepted", seq),
         Appended::Duplicate(seq) => ("duplicate", seq),
     };
-    let mut response = response::ok(outcome, seq.to_event_id());
+    let id = seq.to_event_id();
+    let mut response = response::ok(outcome, &id);
     response.extensions_mut().insert(Observed {
         outcome,
-        id: Some(seq.to_event_id()),
+        id: Some(id),
         provider_event_id: observed.provider_event_id.take(),
         entity: observed.entity.take(),
     });
