@@ -38,6 +38,8 @@ struct Row {
     stored: Option<u64>,
     /// CPU µs per response: (server side, load generator).
     cpu: (f64, f64),
+    /// Host idle and steal shares over the run.
+    host: (f64, f64),
     /// Bytes written to storage per accepted event.
     disk_per_event: Option<f64>,
 }
@@ -114,6 +116,7 @@ fn main() {
                 rows.push(Row {
                     target: "no-op axum",
                     cpu: cpu.per_request(base.all.ok200 + base.all.non200_total()),
+                    host: (cpu.host_idle, cpu.host_steal),
                     report: base,
                     baseline_rps: None,
                     per_flush: None,
@@ -148,6 +151,7 @@ fn main() {
                     target: "store only (no HTTP)",
                     disk_per_event: Some(written as f64 / stored.max(1) as f64),
                     cpu: cpu.per_request(report.all.ok200 + report.all.errors),
+                    host: (cpu.host_idle, cpu.host_steal),
                     report,
                     baseline_rps: base_rps,
                     per_flush: None,
@@ -157,9 +161,9 @@ fn main() {
         }
     }
 
-    println!("| target | conns | req/s | p50 ms | p99 ms | p99.9 ms | max ms | 200 | accepted | duplicate | non-200 | errors | vs no-op | events/flush | flushes/s | server CPU µs/req | loadgen CPU µs/req | disk KiB/event |");
+    println!("| target | conns | req/s | p50 ms | p99 ms | p99.9 ms | max ms | 200 | accepted | duplicate | non-200 | errors | vs no-op | events/flush | flushes/s | server CPU µs/req | loadgen CPU µs/req | disk KiB/event | host idle % | host steal % |");
     println!(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in &rows {
         let p = &r.report;
@@ -180,7 +184,7 @@ fn main() {
             "n/a".into()
         };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} |",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} | {:.0} | {:.0} |",
             r.target,
             p.conns,
             p.rps(),
@@ -199,7 +203,9 @@ fn main() {
             r.cpu.0,
             r.cpu.1,
             r.disk_per_event
-                .map_or(String::new(), |b| format!("{:.1}", b / 1024.0))
+                .map_or(String::new(), |b| format!("{:.1}", b / 1024.0)),
+            r.host.0 * 100.0,
+            r.host.1 * 100.0,
         );
     }
     println!();
@@ -210,7 +216,9 @@ fn main() {
          process over warm-up + window ÷ responses, split into the load generator's threads and everything \
          else (server runtime, sled's threads). `store only` appends the same events with \
          `Store::append` from as many tasks (verify + guard + store, no HTTP). disk KiB/event = bytes \
-         this process sent to storage (`write_bytes` of /proc/self/io) during the run ÷ events stored.",
+         this process sent to storage (`write_bytes` of /proc/self/io) during the run ÷ events stored. \
+         host idle / steal % = shares of the whole machine's CPU time (/proc/stat) over the run that were idle \
+         or taken by the hypervisor for other guests.",
         measure.as_secs_f64()
     );
     println!();
@@ -301,6 +309,7 @@ fn run_gateway_target(
         target: "hookgate",
         disk_per_event: Some(written as f64 / stored.max(1) as f64),
         cpu: cpu.per_request(report.all.ok200 + report.all.non200_total()),
+        host: (cpu.host_idle, cpu.host_steal),
         report,
         baseline_rps: base_rps,
         per_flush,

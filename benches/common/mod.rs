@@ -855,7 +855,38 @@ pub fn process_cpu_ns() -> u64 {
 pub struct CpuSnapshot {
     process_ns: u64,
     loadgen_ns: u64,
+    host: HostTicks,
     at: Instant,
+}
+
+/// The machine's CPU time from `/proc/stat` (all CPUs), in ticks.
+#[derive(Clone, Copy, Default)]
+struct HostTicks {
+    total: u64,
+    idle: u64,
+    steal: u64,
+}
+
+impl HostTicks {
+    fn read() -> HostTicks {
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+        HostTicks {
+            // user nice system idle iowait irq softirq steal (guest time is
+            // already inside user).
+            total: (0..8).map(at).sum(),
+            idle: at(3) + at(4),
+            steal: at(7),
+        }
+    }
 }
 
 /// CPU used between a snapshot and `since`.
@@ -865,6 +896,11 @@ pub struct CpuUsed {
     /// The load generator (and sinks, when they run on its runtime).
     pub loadgen_ns: u64,
     pub wall: Duration,
+    /// Share of the machine's CPU time that was idle, and that the
+    /// hypervisor gave to other guests (steal), over the same span: a run
+    /// with much steal measured a slower machine, not slower code.
+    pub host_idle: f64,
+    pub host_steal: f64,
 }
 
 impl CpuSnapshot {
@@ -872,6 +908,7 @@ impl CpuSnapshot {
         CpuSnapshot {
             process_ns: process_cpu_ns(),
             loadgen_ns: thread_cpu_ns("loadgen"),
+            host: HostTicks::read(),
             at: Instant::now(),
         }
     }
@@ -879,10 +916,14 @@ impl CpuSnapshot {
     pub fn since(&self) -> CpuUsed {
         let process = process_cpu_ns().saturating_sub(self.process_ns);
         let loadgen = thread_cpu_ns("loadgen").saturating_sub(self.loadgen_ns);
+        let host = HostTicks::read();
+        let total = host.total.saturating_sub(self.host.total).max(1) as f64;
         CpuUsed {
             server_ns: process.saturating_sub(loadgen),
             loadgen_ns: loadgen,
             wall: self.at.elapsed(),
+            host_idle: host.idle.saturating_sub(self.host.idle) as f64 / total,
+            host_steal: host.steal.saturating_sub(self.host.steal) as f64 / total,
         }
     }
 }
