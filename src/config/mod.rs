@@ -484,7 +484,7 @@ fn validate_storage(raw: &RawStorage, p: &mut Problems) -> Option<StorageConfig>
         .parse(
             "storage.commit_interval",
             raw.commit_interval.as_deref(),
-            "2ms",
+            "0",
             parse_duration,
         )
         .and_then(|d| {

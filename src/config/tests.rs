@@ -28,7 +28,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.server.request_timeout, Duration::from_secs(10));
     assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9090");
     assert_eq!(c.storage.dedupe_window, Duration::from_secs(7 * 86400));
-    assert_eq!(c.storage.commit_interval, Duration::from_millis(2));
+    assert_eq!(c.storage.commit_interval, Duration::ZERO);
     let s = &c.sources["stripe"];
     assert_eq!(s.tolerance, Some(Duration::from_secs(300)));
     assert_eq!(s.event_id, Some(FieldRef::Pointer("/id".into())));

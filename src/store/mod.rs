@@ -1250,11 +1250,12 @@ fn flusher(inner: std::sync::Weak<Inner>) {
 }
 
 /// `storage.commit_interval` when the config leaves it out (and what tests
-/// and benches open stores with). Measured on 2 shared vCPUs at 64
-/// connections: 2 ms makes groups of ~30-35 events instead of ~8-10 and
-/// takes the flusher's kernel CPU from ~20% of the process to ~10%
-/// (`bench/RESULTS.md`).
-pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
+/// and benches open stores with): no pacing, each flush starts as soon as
+/// the previous one ends. Pacing trades latency for fewer `fdatasync`s, and
+/// senders with bounded concurrency (providers, the benches' connections)
+/// then get less throughput, not more: at 16 connections 2 ms halved it;
+/// at 64 it was even; only at 256 did it gain (`bench/RESULTS.md`).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::ZERO;
 
 /// How stale sled may get behind the log while only events arrive: bounds
 /// what recovery has to re-index from the log after a crash.
