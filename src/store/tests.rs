@@ -396,17 +396,22 @@ async fn pending_counts_follow_every_change_and_survive_clean_and_unclean_restar
     store.close().await.unwrap();
 }
 
+/// A store whose flusher paces flushes by `commit_interval`.
+fn open_paced(path: &Path, commit_interval: Duration) -> Store {
+    Store::open(StoreOptions {
+        commit_interval,
+        ..options(path)
+    })
+    .unwrap()
+}
+
 /// The commit interval paces flushes only while several writers share
 /// them: a lone sequential writer never waits for it. With a 30 s interval
 /// these appends would take a minute if it did.
 #[tokio::test]
 async fn a_lone_writer_does_not_wait_for_the_commit_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreOptions {
-        commit_interval: Duration::from_secs(30),
-        ..options(dir.path())
-    })
-    .unwrap();
+    let store = open_paced(dir.path(), Duration::from_secs(30));
     for i in 0..3 {
         let appended = tokio::time::timeout(
             Duration::from_secs(10),
@@ -424,11 +429,7 @@ async fn a_lone_writer_does_not_wait_for_the_commit_interval() {
 #[tokio::test]
 async fn concurrent_appends_share_paced_flushes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(StoreOptions {
-        commit_interval: Duration::from_millis(20),
-        ..options(dir.path())
-    })
-    .unwrap();
+    let store = open_paced(dir.path(), Duration::from_millis(20));
     let appends = (0..64).map(|i| {
         let store = store.clone();
         tokio::spawn(async move { store.append(event(&format!("evt_{i}")), 1_000).await })
