@@ -24,7 +24,7 @@ const BUCKET_BYTES: usize = 2;
 const ENTRY: usize = 24;
 
 /// Where one marker lives: its bucket key and fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Slot {
     /// `d` + source + `\0` + hash prefix.
     pub bucket: Vec<u8>,

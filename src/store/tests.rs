@@ -439,7 +439,45 @@ async fn concurrent_appends_share_paced_flushes() {
             panic!("distinct ids are not duplicates");
         };
         assert!(store.durable_seq() >= seq, "acknowledged before durable");
+        assert!(
+            store.get(seq).unwrap().is_some(),
+            "acknowledged before indexed"
+        );
     }
     assert_eq!(store.durable_seq(), Seq(64));
+    store.close().await.unwrap();
+}
+
+/// Copies of one event racing the flusher: whether a copy meets the
+/// original's marker among the not-yet-indexed ones or in its sled bucket,
+/// exactly one is accepted and every other copy names it.
+#[tokio::test]
+async fn copies_racing_the_deferred_index_are_all_duplicates_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_paced(dir.path(), Duration::from_millis(5));
+    for round in 0..5 {
+        let copies = (0..32).map(|_| {
+            let store = store.clone();
+            let id = format!("evt_same_{round}");
+            tokio::spawn(async move { store.append(event(&id), 1_000).await })
+        });
+        let outcomes: Vec<Appended> = futures_util::future::join_all(copies)
+            .await
+            .into_iter()
+            .map(|joined| joined.unwrap().unwrap())
+            .collect();
+        let accepted: Vec<Seq> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Appended::Accepted(seq) => Some(*seq),
+                Appended::Duplicate(_) => None,
+            })
+            .collect();
+        assert_eq!(accepted.len(), 1, "round {round}: {outcomes:?}");
+        assert!(outcomes.iter().all(|o| match o {
+            Appended::Accepted(seq) | Appended::Duplicate(seq) => *seq == accepted[0],
+        }));
+    }
+    assert_eq!(store.durable_seq(), Seq(5));
     store.close().await.unwrap();
 }
