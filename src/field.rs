@@ -47,53 +47,71 @@ impl FieldRef {
     }
 }
 
-/// Extracts several fields of one request as strings: header text, or a JSON
-/// string/number/bool rendered without quotes. `None` when absent, empty,
-/// not text, or an object/array (those make poor ids), and for every pointer
-/// when the body is not valid JSON.
+/// Several fields of a request, prepared once (per source) and then read
+/// from each request in one pass over its body.
 ///
-/// The body is read once, for all pointers together, and only the values
-/// they name are built: building a whole `serde_json::Value` for a 1 KiB
-/// event allocated every key and string and was most of the guard's CPU on
-/// the ingest path. The result is what `Value::pointer` gives on the parsed
-/// body, duplicate keys included (the last one wins).
-pub fn extract_all<const N: usize>(
-    fields: [Option<&FieldRef>; N],
-    headers: &HeaderMap,
-    body: &[u8],
-) -> [Option<String>; N] {
-    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
-    let mut wanted = Node::default();
-    for (slot, field) in fields.iter().enumerate() {
-        match field {
-            Some(FieldRef::Header(name)) => out[slot] = FieldRef::header_text(name, headers),
-            Some(FieldRef::Pointer(ptr)) => wanted.add(ptr, slot),
-            None => {}
+/// Each comes out as a string: header text, or a JSON string/number/bool
+/// rendered without quotes; `None` when absent, empty, not text, or an
+/// object/array (those make poor ids), and for every pointer when the body
+/// is not valid JSON. Only the values the pointers name are built: building
+/// a whole `serde_json::Value` for a 1 KiB event allocated every key and
+/// string and was most of the guard's CPU on the ingest path. The result is
+/// what `Value::pointer` gives on the parsed body, duplicate keys included
+/// (the last one wins).
+#[derive(Debug, Clone)]
+pub struct FieldSet<const N: usize> {
+    /// The header of each slot that is one.
+    headers: [Option<HeaderName>; N],
+    /// The pointers, as a trie naming their slots.
+    pointers: Node,
+}
+
+impl<const N: usize> FieldSet<N> {
+    /// Prepares `fields` (a `None` slot always reads `None`).
+    pub fn new(fields: [Option<&FieldRef>; N]) -> FieldSet<N> {
+        let mut pointers = Node::default();
+        let headers = std::array::from_fn(|slot| match fields[slot] {
+            Some(FieldRef::Header(name)) => Some(name.clone()),
+            Some(FieldRef::Pointer(ptr)) => {
+                pointers.add(ptr, slot);
+                None
+            }
+            None => None,
+        });
+        FieldSet { headers, pointers }
+    }
+
+    /// Reads every field from one request.
+    pub fn extract(&self, headers: &HeaderMap, body: &[u8]) -> [Option<String>; N] {
+        let mut out: [Option<String>; N] = std::array::from_fn(|slot| {
+            self.headers[slot]
+                .as_ref()
+                .and_then(|name| FieldRef::header_text(name, headers))
+        });
+        if self.pointers.is_empty() {
+            return out;
         }
-    }
-    if wanted.is_empty() {
-        return out;
-    }
-    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
-    let mut reader = serde_json::Deserializer::from_slice(body);
-    let parsed = Seek {
-        node: &wanted,
-        out: &mut found,
-    }
-    .deserialize(&mut reader)
-    .and_then(|()| reader.end());
-    if parsed.is_ok() {
-        for (slot, value) in found.into_iter().enumerate() {
-            if value.is_some() {
-                out[slot] = value;
+        let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+        let mut reader = serde_json::Deserializer::from_slice(body);
+        let parsed = Seek {
+            node: &self.pointers,
+            out: &mut found,
+        }
+        .deserialize(&mut reader)
+        .and_then(|()| reader.end());
+        if parsed.is_ok() {
+            for (slot, value) in found.into_iter().enumerate() {
+                if value.is_some() {
+                    out[slot] = value;
+                }
             }
         }
+        out
     }
-    out
 }
 
 /// The pointers being looked for, as a trie of reference tokens.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct Node {
     /// Result slots of the pointers that end here.
     slots: Vec<usize>,
@@ -297,7 +315,7 @@ mod tests {
 
     fn one(field: &str, headers: &HeaderMap, body: &str) -> Option<String> {
         let f = FieldRef::parse(field).unwrap();
-        let [v] = extract_all([Some(&f)], headers, body.as_bytes());
+        let [v] = FieldSet::new([Some(&f)]).extract(headers, body.as_bytes());
         v
     }
 
@@ -406,11 +424,8 @@ mod tests {
             FieldRef::parse("/data/object/id").unwrap(),
         ];
         let body = br#"{"data":{"object":{"id":"cus_1"}},"id":"evt_1"}"#;
-        let got = extract_all(
-            [Some(&fields[0]), None, Some(&fields[1]), Some(&fields[2])],
-            &headers,
-            body,
-        );
+        let got = FieldSet::new([Some(&fields[0]), None, Some(&fields[1]), Some(&fields[2])])
+            .extract(&headers, body);
         assert_eq!(
             got,
             [

@@ -25,7 +25,7 @@ pub use units::{parse_duration, parse_rate, parse_size, Rate};
 #[cfg(test)]
 mod tests;
 
-use crate::field::FieldRef;
+use crate::field::{FieldRef, FieldSet};
 use crate::secret::Secret;
 use crate::verify::{SchemeOptions, Verifier};
 
@@ -137,6 +137,9 @@ pub struct SourceConfig {
     pub event_id: Option<FieldRef>,
     /// Where the provider's event time lives (for the reorder window).
     pub order_by: Option<FieldRef>,
+    /// `event_id`, `entity` and `order_by`, in that order, prepared once so
+    /// each request reads them in one pass (the guard's hot path).
+    pub request_fields: FieldSet<3>,
     /// How long to hold events to restore provider order; zero = off.
     pub reorder_window: Duration,
     /// What to do with an event older than one already delivered.
@@ -615,13 +618,16 @@ fn validate_source(
     };
     let event_id = event_id?.or_else(|| verifier.default_event_id());
     let order_by = order_by?.or_else(|| verifier.default_order_by());
+    let entity = entity?;
+    let request_fields = FieldSet::new([event_id.as_ref(), entity.as_ref(), order_by.as_ref()]);
     Some(SourceConfig {
         name: name.to_string(),
         provider: raw.provider.clone(),
         tolerance,
-        entity: entity?,
+        entity,
         event_id,
         order_by,
+        request_fields,
         reorder_window: reorder_window?,
         on_late: raw.on_late.unwrap_or(LatePolicy::Deliver),
         forward_to: raw.forward_to.clone(),

@@ -18,7 +18,7 @@ use http::HeaderMap;
 
 use crate::clock::Clock;
 use crate::config::SourceConfig;
-use crate::field::{extract_all, FieldRef};
+use crate::field::FieldRef;
 use crate::store::{DedupeKey, EventMeta, NewEvent};
 use crate::verify::Verified;
 
@@ -71,15 +71,7 @@ pub fn admit(
             });
         }
     }
-    let [provider_event_id, entity, provider_time] = extract_all(
-        [
-            source.event_id.as_ref(),
-            source.entity.as_ref(),
-            source.order_by.as_ref(),
-        ],
-        headers,
-        &body,
-    );
+    let [provider_event_id, entity, provider_time] = source.request_fields.extract(headers, &body);
     let provider_event_id = provider_event_id.filter(|id| id.len() <= 512);
     let entity = entity.filter(|e| e.len() <= 512);
     let provider_time_ms = provider_time.as_deref().and_then(provider_time_ms);

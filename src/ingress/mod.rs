@@ -101,9 +101,8 @@ async fn observe(State(gate): State<Arc<Gate>>, request: Request, next: Next) ->
         .strip_prefix("/hooks/")
         .and_then(|name| gate.state.config.sources.get_key_value(name))
         .map_or(metrics::UNKNOWN_SOURCE, |(name, _)| name.as_str());
-    let response = admit(&gate.limits, request, next).await;
+    let mut response = admit(&gate.limits, request, next).await;
     let took = started.elapsed();
-    let mut response = response;
     let observed = response
         .extensions_mut()
         .remove::<Observed>()

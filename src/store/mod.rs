@@ -306,6 +306,13 @@ struct IndexJob {
     now_ms: i64,
 }
 
+impl Inner {
+    /// `dedupe_window` in ms, as marker times are kept.
+    fn dedupe_window_ms(&self) -> i64 {
+        i64::try_from(self.options.dedupe_window.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
@@ -435,8 +442,7 @@ impl Store {
             .iter()
             .map(|k| keys::dedupe(&source, k))
             .collect();
-        let window_ms =
-            i64::try_from(self.inner.options.dedupe_window.as_millis()).unwrap_or(i64::MAX);
+        let window_ms = self.inner.dedupe_window_ms();
         let slots: Vec<markers::Slot> = marker_keys.iter().map(|k| markers::Slot::of(k)).collect();
         let outcome = {
             let mut state = self.inner.write.lock().map_err(|_| StoreError::Poisoned)?;
@@ -833,8 +839,7 @@ impl Store {
         cursor: Option<Vec<u8>>,
         max_keys: usize,
     ) -> Result<(usize, Option<Vec<u8>>), StoreError> {
-        let window_ms =
-            i64::try_from(self.inner.options.dedupe_window.as_millis()).unwrap_or(i64::MAX);
+        let window_ms = self.inner.dedupe_window_ms();
         let start = cursor.map_or(
             std::ops::Bound::Included(vec![keys::DEDUPE]),
             std::ops::Bound::Excluded,
@@ -1193,7 +1198,7 @@ fn index_group(store: &Store, jobs: Vec<IndexJob>) -> Result<(), StoreError> {
         return Ok(());
     }
     let inner = &store.inner;
-    let window_ms = i64::try_from(inner.options.dedupe_window.as_millis()).unwrap_or(i64::MAX);
+    let window_ms = inner.dedupe_window_ms();
     {
         // Bucket read-modify-writes here and in the dedupe sweep exclude
         // each other; appends only read buckets.
