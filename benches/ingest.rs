@@ -274,6 +274,8 @@ fn run_gateway_target(
     let cpu = cpu.since();
     flush_stop.cancel();
     let flushes = server_rt.block_on(flushes).unwrap_or(0);
+    // Every acknowledged event, indexed (the flusher indexes after the ack).
+    server_rt.block_on(gw.state.store.caught_up());
     let stored = gw.state.store.durable_seq().0;
     let written = io_write_bytes() - written;
     server_rt.block_on(gw.stop());

@@ -45,6 +45,8 @@ where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 {
+    // Events acknowledged before this request are indexed before it reads.
+    store.caught_up().await;
     let store = store.clone();
     tokio::task::spawn_blocking(move || f(&store))
         .await

@@ -55,6 +55,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus text; the queue gauges are refreshed from the store first.
 async fn metrics(State(state): State<AppState>) -> Response {
+    // Queue gauges count every event acknowledged before the scrape.
+    state.store.caught_up().await;
     let store = state.store.clone();
     let config = state.config.clone();
     let now = state.clock.now_ms();

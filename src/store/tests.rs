@@ -92,6 +92,7 @@ async fn recovery_does_not_resurrect_a_finished_delivery() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     store.append(event("evt_1"), 1_000).await.unwrap();
+    store.caught_up().await;
     delivered(&store, 1);
     // Pretend no flush ever recorded evt_1 as complete.
     let store = close_edit_reopen(store, dir.path(), |tree| {
@@ -210,6 +211,7 @@ async fn a_record_torn_by_a_crash_is_removed_with_its_marker_and_pending_entry()
         .append(event_with_body("evt_2", 100), 1_000)
         .await
         .unwrap();
+    store.caught_up().await;
     let value = store.tree().get(keys::event(2)).unwrap().unwrap();
     let at = Locator::decode(&value).unwrap().unwrap();
     // As after power loss: sled kept evt_2's locator but its bytes are not
@@ -331,6 +333,7 @@ async fn pending_counts_follow_every_change_and_survive_clean_and_unclean_restar
             .await
             .unwrap();
     }
+    store.caught_up().await;
     assert_eq!(store.pending_count("app"), 4);
     delivered(&store, 1);
     assert_eq!(store.pending_count("app"), 3);
@@ -438,12 +441,16 @@ async fn concurrent_appends_share_paced_flushes() {
         let Appended::Accepted(seq) = joined.unwrap().unwrap() else {
             panic!("distinct ids are not duplicates");
         };
-        assert!(store.durable_seq() >= seq, "acknowledged before durable");
+        assert!(
+            store.acknowledged_seq() >= seq,
+            "acknowledged before durable"
+        );
         assert!(
             store.get(seq).unwrap().is_some(),
-            "acknowledged before indexed"
+            "acknowledged but not readable"
         );
     }
+    store.caught_up().await;
     assert_eq!(store.durable_seq(), Seq(64));
     store.close().await.unwrap();
 }
@@ -479,5 +486,40 @@ async fn copies_racing_the_deferred_index_are_all_duplicates_of_one() {
         }));
     }
     assert_eq!(store.durable_seq(), Seq(5));
+    store.close().await.unwrap();
+}
+
+/// While the flusher is held back from indexing (the bucket lock it needs is
+/// taken here), an append is still acknowledged once its log sync is done:
+/// the event is readable by id and refuses a copy from memory, while scans
+/// do not see it yet; `caught_up` returns once the group is indexed.
+#[tokio::test]
+#[allow(
+    clippy::await_holding_lock,
+    reason = "the held lock is what stalls the flusher thread"
+)]
+async fn an_event_is_acknowledged_before_its_index_and_readable_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let buckets = store.inner.buckets.lock().unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(10), store.append(event("evt_1"), 1_000))
+        .await
+        .expect("the ack must not wait for the index");
+    assert_eq!(acked.unwrap(), Appended::Accepted(Seq(1)));
+    assert_eq!(store.acknowledged_seq(), Seq(1));
+    assert_eq!(store.durable_seq(), Seq(0), "not indexed yet");
+    assert!(store.tree().get(keys::event(1)).unwrap().is_none());
+    assert!(store.read_after(None, 10).unwrap().is_empty());
+    let read = store.get(Seq(1)).unwrap().expect("readable before indexed");
+    assert_eq!(read.meta.provider_event_id.as_deref(), Some("evt_1"));
+    assert_eq!(append(&store, "evt_1").await, Appended::Duplicate(Seq(1)));
+    drop(buckets);
+    tokio::time::timeout(Duration::from_secs(10), store.caught_up())
+        .await
+        .expect("the index catches up");
+    assert_eq!(store.durable_seq(), Seq(1));
+    assert!(store.tree().get(keys::event(1)).unwrap().is_some());
+    assert_eq!(pending_seqs(&store), vec![1]);
+    assert_eq!(store.get(Seq(1)).unwrap().unwrap().body, read.body);
     store.close().await.unwrap();
 }

@@ -502,6 +502,7 @@ async fn a_paused_destination_keeps_queueing_and_resume_releases_in_order() {
     let events: Vec<_> = (0..40u32).map(|n| (n, format!("cus_{}", n % 4))).collect();
     post_all(&gw, &events).await;
     // Ingest goes on; nothing leaves while paused, across a restart too.
+    gw.state.store.caught_up().await;
     assert_eq!(gw.state.store.pending_count("app"), 40);
     gw.stop().await.unwrap();
     let gw = Gw::start(&cfg, dir.path()).await;

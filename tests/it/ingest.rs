@@ -126,6 +126,7 @@ async fn every_provider_preset_accepts_a_valid_request_and_stores_it_byte_exact(
         assert_eq!(stored.meta.source, *source);
     }
     // Stripe's entity and event id come from the body.
+    gw.state.store.caught_up().await;
     let stored = gw.state.store.read_after(None, 1).unwrap();
     assert_eq!(stored[0].meta.provider_event_id.as_deref(), Some("evt_0"));
     assert_eq!(stored[0].meta.entity.as_deref(), Some("cus_0"));
@@ -256,6 +257,7 @@ async fn duplicates_are_answered_200_and_stored_once() {
         .filter(|(s, j)| *s == 200 && j["status"] == "duplicate")
         .count();
     assert_eq!((accepted, duplicate), (1, 49));
+    gw.state.store.caught_up().await;
     let stored = gw.state.store.read_after(None, 100).unwrap();
     assert_eq!(stored.len(), 3, "stripe evt_1, github, stripe evt_2");
     // Stripe's id is read from the signed body: its marker alone refuses a
@@ -388,6 +390,7 @@ async fn a_poisoned_store_answers_503_and_is_not_ready() {
     // the poisoned store then shuts the listener so no new connection is taken.
     let (status, _) = post_signed(&gw, "stripe", &body_for("stripe", 8), "p").await;
     assert_eq!(status, 200);
+    gw.state.store.caught_up().await;
     gw.state.store.poison_for_test();
     let body = body_for("stripe", 9);
     let signed = sign(&gw, "stripe", &body, "application/json", "p");

@@ -119,6 +119,7 @@ async fn a_downstream_outage_is_absorbed_and_drained_in_order() {
         || async { gw.state.store.attempts("app", Seq(1)).unwrap().len() >= 3 },
     )
     .await;
+    gw.state.store.caught_up().await;
     assert_eq!(gw.state.store.pending_count("app"), 300);
     // The app comes back on the same address.
     let sink = Sink::start_on(TcpListener::bind(addr).await.unwrap(), |_, _| Reply::ok());
