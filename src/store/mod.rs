@@ -29,9 +29,9 @@
 //!   the write lock; its sled entries (locator, dedupe markers, pending
 //!   entries) are written by the flusher, for the whole group, right after
 //!   the log sync that acknowledges it (so the next group waits for one
-//!   group's indexing, not for its indexing plus its sync: 0.224 → 0.265 of
-//!   the no-op server, mean of 7 alternating runs each at 64 connections,
-//!   `bench/RESULTS.md`). Until then its markers and its locator sit in
+//!   group's indexing, not for its indexing plus its sync: median 0.225 →
+//!   0.250 of the no-op server over 8 alternating runs each at 64
+//!   connections, `bench/RESULTS.md`). Until then its markers and its locator sit in
 //!   memory (the write state), read before sled by the duplicate check and
 //!   by [`Store::get`]; each leaves only after it is in sled, so no
 //!   duplicate slips between the two and an acknowledged event is readable
