@@ -5,12 +5,13 @@
 //!
 //! ```text
 //! cargo bench --bench ingest                              # 64 connections
-//! cargo bench --bench ingest -- --conns 16,64,256 --measure 10 --warmup 2
+//! cargo bench --bench ingest -- --conns 16,64,256 --measure 10 --warmup 4
 //! HG_CONNS=16,64,256 HG_MEASURE=10 cargo bench --bench ingest
 //! ```
 //!
-//! Options (flag or `HG_*` env var): `conns` (list), `warmup` and `measure`
-//! (seconds), `rounds` (repeat each pair), `server-threads` (gateway / no-op
+//! Options (flag or `HG_*` env var): `conns` (list), `warmup` (seconds,
+//! default 4: past the first 64 MiB log segment) and `measure` (seconds,
+//! default 10), `rounds` (repeat each pair), `server-threads` (gateway / no-op
 //! runtime, default nproc like the binary), `client-threads` (load generator
 //! runtime, default nproc), `entities` (distinct entity keys, 1000),
 //! `commit-interval` (the gateway's `storage.commit_interval`, e.g. `0` or
@@ -47,7 +48,10 @@ struct Row {
 fn main() {
     let s = Settings::from_env();
     let conns_list = s.list("conns", "64");
-    let warmup = s.secs("warmup", 2.0);
+    // Long enough for the gateway's first log segment (64 MiB, the one after
+    // a start grows as it is written) to roll to a zero-filled spare, so the
+    // window measures the steady state (`store::segments`).
+    let warmup = s.secs("warmup", 4.0);
     let measure = s.secs("measure", 10.0);
     let rounds: usize = s.parse("rounds", 1);
     let server_threads: usize = s.parse("server-threads", nproc());
