@@ -31,14 +31,17 @@
 //!   the log sync that acknowledges it (so the next group waits for one
 //!   group's indexing, not for its indexing plus its sync: median 0.225 →
 //!   0.250 of the no-op server over 8 alternating runs each at 64
-//!   connections, `bench/RESULTS.md`). Until then its markers and its locator sit in
-//!   memory (the write state), read before sled by the duplicate check and
-//!   by [`Store::get`]; each leaves only after it is in sled, so no
-//!   duplicate slips between the two and an acknowledged event is readable
-//!   at once. Scans (dispatch, queries, pending counts) see an event once
-//!   its group is indexed: [`Store::watch_durable`] and
+//!   connections, `bench/RESULTS.md`). Until then its markers and its
+//!   locator sit in memory (the write state), read before sled by the
+//!   duplicate check and by [`Store::get`]; each leaves only after it is in
+//!   sled, so no duplicate slips between the two and an acknowledged event
+//!   is readable at once. Scans (dispatch, queries, pending counts) see an
+//!   event once its group is indexed: [`Store::watch_durable`] and
 //!   [`Store::durable_seq`] move only then, and [`Store::caught_up`] waits
-//!   for it (the admin API calls it before every query). Within sled the locator is written first, then the markers and
+//!   for that (the admin API calls it before every query). A crash between
+//!   the acknowledgement and the indexing loses nothing: the record is in
+//!   the synced log, after the watermark, and `Store::open` re-indexes it.
+//!   Within sled the locator is written first, then the markers and
 //!   pending entries, as plain inserts (a `sled::Batch` costs ~10× more CPU
 //!   per event, measured). sled recovers a prefix of its log, so a crash can
 //!   only cut an append short after its locator; `Store::open` completes such
@@ -54,8 +57,8 @@
 //!   retry is accepted again. At open every recovered record is fsynced
 //!   before dispatch may read it.
 //! - Readers (dispatch, the events API) see only events up to the durable
-//!   (and indexed) sequence, so nothing is delivered or paged out that a crash could take
-//!   back and hand to another event.
+//!   (and indexed) sequence, so nothing is delivered or paged out that a
+//!   crash could take back and hand to another event.
 //! - A crash can lose only events that were never acknowledged; the provider
 //!   retries those.
 //!
@@ -317,8 +320,8 @@ struct WriteState {
     unindexed_from: u64,
 }
 
-/// An appended event's sled index entries, written by the flusher before
-/// the flush that acknowledges it.
+/// An appended event's sled index entries, written by the flusher right
+/// after the log sync that acknowledges it.
 struct IndexJob {
     seq: u64,
     at: Locator,
@@ -1261,17 +1264,18 @@ async fn wait_for_generation(
 
 /// Writes the sled index entries of a group of appended events (their
 /// records are already in the log), each locator first, then takes their
-/// markers out of the unindexed map. Runs on the flusher thread before the
-/// flush that acknowledges the group: the request path only checks for
-/// duplicates and appends to the log, and this work runs beside the
-/// requests instead of inside their lock.
+/// markers and locators out of the write state. Runs on the flusher thread
+/// right after the log sync that acknowledges the group: the request path
+/// only checks for duplicates and appends to the log, and this work runs
+/// beside the requests instead of inside their lock or their wait.
 ///
 /// Plain ordered inserts, not a `sled::Batch`: sled 0.34's batch costs
 /// ~10× a plain insert (measured: 105 µs vs 32 µs for a whole append).
 /// Atomicity comes from the order instead: sled recovers a prefix of its
 /// log, and the record (written first) names every key written after it,
-/// so [`Store::open`] completes an append that a crash cut short. Nothing
-/// is acknowledged before the whole group is indexed and flushed anyway.
+/// so [`Store::open`] completes an append that a crash cut short, and
+/// re-indexes from the log an acknowledged group whose indexing a crash
+/// interrupted.
 fn index_group(store: &Store, jobs: Vec<IndexJob>) -> Result<(), StoreError> {
     if jobs.is_empty() {
         return Ok(());
