@@ -523,3 +523,29 @@ async fn an_event_is_acknowledged_before_its_index_and_readable_meanwhile() {
     assert_eq!(store.get(Seq(1)).unwrap().unwrap().body, read.body);
     store.close().await.unwrap();
 }
+
+/// With no flush requested (only appends), sled is still flushed and the
+/// watermark moves, by the periodic sled flush thread: it bounds what
+/// recovery re-indexes after a crash.
+#[tokio::test]
+async fn the_watermark_follows_appends_without_any_requested_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    for n in 1..=3 {
+        store
+            .append(event(&format!("evt_{n}")), 1_000)
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.indexed_through().unwrap() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no periodic sled flush moved the watermark"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let value = store.tree().get(keys::META_WATERMARK).unwrap().unwrap();
+    assert_eq!(keys::decode_watermark(&value).unwrap().0, 3);
+    store.close().await.unwrap();
+}
