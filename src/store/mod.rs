@@ -255,13 +255,13 @@ struct Inner {
     /// up to its `seq`, and `sync` waits on it.
     durable: watch::Sender<Durability>,
     /// The flusher thread, unparked when there is something to flush.
-    flusher_thread: std::sync::OnceLock<std::thread::Thread>,
+    flusher: Worker,
     /// Serialises sled flushes (the flusher's requested ones and the
     /// periodic ones of [`sled_flusher`]); holds the blob files already
     /// fsynced.
     sled_flush: Mutex<std::collections::HashSet<std::ffi::OsString>>,
     /// The periodic sled flush thread ([`sled_flusher`]), unparked at close.
-    sled_flusher_thread: std::sync::OnceLock<std::thread::Thread>,
+    sled_flusher: Worker,
     /// Serialises marker-bucket read-modify-writes (flusher and sweep).
     buckets: Mutex<()>,
     /// Set by writers whose sled writes must be durable (delivery state);
@@ -273,8 +273,6 @@ struct Inner {
     closing: CancellationToken,
     /// Cancelled when the store is poisoned, so the process can exit.
     poison_token: CancellationToken,
-    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
-    sled_flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Bumped when delivery state changes behind dispatch's back (redrive,
     /// replay, resume), so workers rebuild their window from the store.
     dispatch_epoch: watch::Sender<u64>,
@@ -346,6 +344,45 @@ struct IndexJob {
     meta: EventMeta,
     slots: Vec<markers::Slot>,
     now_ms: i64,
+}
+
+/// One of the store's background threads. It holds only a weak reference
+/// to the store, so a store dropped without [`Store::close`] (as tests do)
+/// lets go of sled at once; `close` unparks and joins it.
+#[derive(Default)]
+struct Worker {
+    thread: std::sync::OnceLock<std::thread::Thread>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Worker {
+    fn start(
+        &self,
+        name: &str,
+        inner: &Arc<Inner>,
+        run: fn(std::sync::Weak<Inner>),
+    ) -> Result<(), StoreError> {
+        let weak = Arc::downgrade(inner);
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(weak))?;
+        let _ = self.thread.set(handle.thread().clone());
+        if let Ok(mut slot) = self.handle.lock() {
+            *slot = Some(handle);
+        }
+        Ok(())
+    }
+
+    /// Wakes the thread from `park` (an atomic store unless it sleeps).
+    fn unpark(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+
+    fn take_handle(&self) -> Option<std::thread::JoinHandle<()>> {
+        self.handle.lock().ok().and_then(|mut h| h.take())
+    }
 }
 
 impl Inner {
@@ -440,17 +477,15 @@ impl Store {
             written_generation: AtomicU64::new(0),
             logged,
             durable,
-            flusher_thread: std::sync::OnceLock::new(),
+            flusher: Worker::default(),
             sled_flush: Mutex::new(std::collections::HashSet::new()),
-            sled_flusher_thread: std::sync::OnceLock::new(),
+            sled_flusher: Worker::default(),
             buckets: Mutex::new(()),
             sled_flush_requested: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             stored_bytes: AtomicU64::new(stored_bytes),
             closing: CancellationToken::new(),
             poison_token: CancellationToken::new(),
-            flusher: Mutex::new(None),
-            sled_flusher: Mutex::new(None),
             dispatch_epoch: watch::channel(0).0,
             pending_counts: Mutex::new(pending_counts),
             recovered: RecoveryReport {
@@ -467,22 +502,11 @@ impl Store {
         store.flush_sled_now()?;
         store.advance_watermark(next_seq.saturating_sub(1), recovery.bytes_after)?;
         store.reclaim_segments()?;
-        let weak = Arc::downgrade(&store.inner);
-        let handle = std::thread::Builder::new()
-            .name("hookgate-flush".into())
-            .spawn(move || flusher(weak))?;
-        let _ = store.inner.flusher_thread.set(handle.thread().clone());
-        if let Ok(mut slot) = store.inner.flusher.lock() {
-            *slot = Some(handle);
-        }
-        let weak = Arc::downgrade(&store.inner);
-        let handle = std::thread::Builder::new()
-            .name("hookgate-sled".into())
-            .spawn(move || sled_flusher(weak))?;
-        let _ = store.inner.sled_flusher_thread.set(handle.thread().clone());
-        if let Ok(mut slot) = store.inner.sled_flusher.lock() {
-            *slot = Some(handle);
-        }
+        let inner = &store.inner;
+        inner.flusher.start("hookgate-flush", inner, flusher)?;
+        inner
+            .sled_flusher
+            .start("hookgate-sled", inner, sled_flusher)?;
         Ok(store)
     }
 
@@ -632,9 +656,7 @@ impl Store {
 
     /// Unparks the flusher thread (an atomic store unless it sleeps).
     fn wake_flusher(&self) {
-        if let Some(thread) = self.inner.flusher_thread.get() {
-            thread.unpark();
-        }
+        self.inner.flusher.unpark();
     }
 
     /// True once every write up to `generation` is on disk.
@@ -893,14 +915,11 @@ impl Store {
         // still waiting for their flush complete.
         let result = self.sync().await;
         self.inner.closing.cancel();
-        self.wake_flusher();
-        if let Some(thread) = self.inner.sled_flusher_thread.get() {
-            thread.unpark();
-        }
-        let handles = [&self.inner.flusher, &self.inner.sled_flusher]
-            .map(|slot| slot.lock().ok().and_then(|mut h| h.take()));
-        for h in handles.into_iter().flatten() {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        for worker in [&self.inner.flusher, &self.inner.sled_flusher] {
+            worker.unpark();
+            if let Some(h) = worker.take_handle() {
+                let _ = tokio::task::spawn_blocking(move || h.join()).await;
+            }
         }
         result?;
         if self.inner.poisoned.load(Ordering::SeqCst) {

@@ -485,6 +485,7 @@ async fn copies_racing_the_deferred_index_are_all_duplicates_of_one() {
             Appended::Accepted(seq) | Appended::Duplicate(seq) => *seq == accepted[0],
         }));
     }
+    store.caught_up().await;
     assert_eq!(store.durable_seq(), Seq(5));
     store.close().await.unwrap();
 }
