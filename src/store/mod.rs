@@ -319,15 +319,14 @@ struct WriteState {
     /// this map only after the flusher wrote it to its bucket, so a marker
     /// missing here is in sled already.
     unindexed_markers: std::collections::HashMap<markers::Slot, markers::Entry>,
-    /// Locators of the events from sequence `unindexed_from` on that sled
-    /// does not have yet (the flusher indexes a group after acknowledging
-    /// it), so [`Store::get`] finds an acknowledged event at once. Same
-    /// rule as the markers: a locator leaves only after it is in sled.
+    /// Locators of the events after `sled_seq` (sled does not have them
+    /// yet: the flusher indexes a group after acknowledging it), in order,
+    /// so [`Store::get`] finds an acknowledged event at once. Same rule as
+    /// the markers: a locator leaves only after it is in sled.
     unindexed_at: std::collections::VecDeque<Locator>,
-    /// Sequence of the front of `unindexed_at`.
-    unindexed_from: u64,
     /// Highest sequence whose index entries are written to sled (flushed
-    /// or not): what the next sled flush lets the watermark move to.
+    /// or not): what the next sled flush lets the watermark move to. The
+    /// front of `unindexed_at` is the event after it.
     sled_seq: u64,
     /// Bytes of the events after `indexed_through` up to `sled_seq`: what
     /// the next sled flush adds to the watermark's byte total.
@@ -470,7 +469,6 @@ impl Store {
                 unindexed: Vec::new(),
                 unindexed_markers: std::collections::HashMap::new(),
                 unindexed_at: std::collections::VecDeque::new(),
-                unindexed_from: next_seq,
                 sled_seq: next_seq.saturating_sub(1),
                 sled_bytes_ahead: 0,
             }),
@@ -572,9 +570,6 @@ impl Store {
                             },
                         );
                     }
-                    if state.unindexed_at.is_empty() {
-                        state.unindexed_from = seq;
-                    }
                     state.unindexed_at.push_back(at);
                     state.unindexed.push(IndexJob {
                         seq,
@@ -631,7 +626,7 @@ impl Store {
     /// yet; `None` if it is not there (indexed already, or no such event).
     fn unindexed_locator(&self, seq: Seq) -> Result<Option<Locator>, StoreError> {
         let state = self.inner.write.lock().map_err(|_| StoreError::Poisoned)?;
-        let Some(index) = seq.0.checked_sub(state.unindexed_from) else {
+        let Some(index) = seq.0.checked_sub(state.sled_seq + 1) else {
             return Ok(None);
         };
         Ok(usize::try_from(index)
@@ -1379,10 +1374,8 @@ fn index_group(store: &Store, jobs: Vec<IndexJob>) -> Result<(), StoreError> {
     let mut state = inner.write.lock().map_err(|_| StoreError::Poisoned)?;
     for job in &jobs {
         // Jobs come in sequence order and are the oldest unindexed events.
-        if state.unindexed_from == job.seq && state.unindexed_at.pop_front().is_some() {
-            state.unindexed_from = job.seq + 1;
-        }
-        state.sled_seq = state.sled_seq.max(job.seq);
+        state.unindexed_at.pop_front();
+        state.sled_seq = job.seq;
         state.sled_bytes_ahead += job.len;
         for slot in &job.slots {
             // A later event may hold the slot now (same marker after the
@@ -1436,9 +1429,6 @@ fn flusher(inner: std::sync::Weak<Inner>) {
         last_flush_start = std::time::Instant::now();
         last_group = target_gen - current.generation;
         // Every event assigned before this point is covered by this flush.
-        // Bytes of the events this flush makes complete: those after the
-        // last watermark. Removals only touch events below it, so this stays
-        // right until the watermark moves.
         let (target_seq, segments, jobs) = match inner.write.lock() {
             Ok(mut w) => (
                 w.next_seq.saturating_sub(1),

@@ -263,7 +263,7 @@ fn write_spare(dir: &Path, bytes: u64) -> std::io::Result<()> {
     }
     file.sync_data()?;
     std::fs::rename(&part, dir.join(SPARE))?;
-    File::open(dir)?.sync_all()
+    super::sync_dir(dir)
 }
 
 fn frame_crc(seq: u64, len: u32, record: &[u8]) -> u32 {

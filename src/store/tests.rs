@@ -532,12 +532,7 @@ async fn an_event_is_acknowledged_before_its_index_and_readable_meanwhile() {
 async fn the_watermark_follows_appends_without_any_requested_flush() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    for n in 1..=3 {
-        store
-            .append(event(&format!("evt_{n}")), 1_000)
-            .await
-            .unwrap();
-    }
+    append_many(&store, 3, 2).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while store.indexed_through().unwrap() < 3 {
         assert!(
